@@ -1,0 +1,1 @@
+"""pyai_caching: cache, price and replay PydanticAI agent runs."""
