@@ -1,1 +1,36 @@
-"""pyai_caching: cache, price and replay PydanticAI agent runs."""
+"""pyai_caching: cache, price and replay PydanticAI agent runs.
+
+`cached_agent_run` / `cached_agent_run_sync` are drop-in replacements for `agent.run` /
+`agent.run_sync` that answer repeated runs from Redis (or an embedded local store).
+"""
+
+from ._result import CachedAgentRunResult
+from ._run import cached_agent_run, cached_agent_run_sync
+from .costs import DEFAULT_COSTS, ModelCosts, Price, price_usage
+from .exceptions import CacheError, ConfigurationError, PyaiCachingError, UsageLimitExceeded
+from .recorders import ExpenseCallback, ExpenseEvent, ExpenseRecorder
+from .stats import StatsReport, TaskStats
+from .stores import LocalStore, MemoryStore, RedisStore, Store
+
+__all__ = (
+    "cached_agent_run",
+    "cached_agent_run_sync",
+    "CachedAgentRunResult",
+    "ModelCosts",
+    "DEFAULT_COSTS",
+    "Price",
+    "price_usage",
+    "ExpenseEvent",
+    "ExpenseRecorder",
+    "ExpenseCallback",
+    "TaskStats",
+    "StatsReport",
+    "Store",
+    "RedisStore",
+    "LocalStore",
+    "MemoryStore",
+    "PyaiCachingError",
+    "ConfigurationError",
+    "CacheError",
+    "UsageLimitExceeded",
+)

@@ -1,0 +1,97 @@
+"""Pure codec: a finished run <-> a small versioned JSON envelope. No pickle: entries are data.
+
+Envelope (format 1)::
+
+    {"format": 1, "model": "openai:gpt-4o", "cost": 0.0012, "latency": 1.9,
+     "created": 1732252800.0, "run": <TypeAdapter(AgentRunResult[T]) JSON>}
+
+The run is re-validated against the caller's output type on read, so an entry written for
+another schema (or corrupted) fails to decode instead of handing back wrong data.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Generic, Literal
+
+from pydantic import BaseModel, ValidationError
+from pydantic_ai import AgentRunResult
+from pydantic_ai.output import OutputDataT
+
+__all__ = ("FORMAT", "CachedRun", "DecodeError", "encode", "decode")
+
+FORMAT = 1
+
+
+class DecodeError(ValueError):
+    """The stored bytes are not a valid entry for this output type (corrupt, old format, other schema)."""
+
+
+@dataclass(frozen=True)
+class CachedRun(Generic[OutputDataT]):
+    """A run as stored: the PydanticAI result plus what the cache knows about it."""
+
+    run: AgentRunResult[OutputDataT]
+    model: str | None
+    cost: float | None
+    """What the run cost when it was made (USD); `None` if the model had no price."""
+    latency: float
+    """Seconds the original run took."""
+    created: float
+    """Unix time the entry was written."""
+
+
+class _Envelope(BaseModel, Generic[OutputDataT]):
+    """The stored form; validated in one pass (in Rust) on read."""
+
+    format: Literal[1]
+    model: str | None
+    cost: float | None
+    latency: float
+    created: float
+    run: AgentRunResult[OutputDataT]
+
+
+@functools.lru_cache(maxsize=512)
+def _envelope_adapter(output_type: Any) -> type[_Envelope[Any]]:
+    return _Envelope[output_type]  # type: ignore[valid-type]
+
+
+def _adapter(output_type: Any) -> type[_Envelope[Any]]:
+    try:
+        return _envelope_adapter(output_type)
+    except TypeError:  # an unhashable output spec: validate the output loosely
+        return _envelope_adapter(Any)
+
+
+def encode(entry: CachedRun[Any], output_type: Any) -> bytes:
+    """Serialize `entry` to the versioned JSON envelope."""
+    envelope = _adapter(output_type).model_construct(
+        format=FORMAT,
+        model=entry.model,
+        cost=entry.cost,
+        latency=entry.latency,
+        created=entry.created,
+        run=entry.run,
+    )
+    return envelope.model_dump_json().encode()
+
+
+def decode(data: bytes, output_type: Any) -> CachedRun[Any]:
+    """Parse and validate an envelope written by `encode`.
+
+    Raises:
+        DecodeError: not JSON, another format version, or a run that fails validation for `output_type`.
+    """
+    try:
+        envelope = _adapter(output_type).model_validate_json(data)
+    except ValidationError as exc:
+        raise DecodeError(f"entry does not validate: {exc.error_count()} error(s), first: {exc.errors()[0]['msg']}") from exc
+    return CachedRun(
+        run=envelope.run,
+        model=envelope.model,
+        cost=envelope.cost,
+        latency=envelope.latency,
+        created=envelope.created,
+    )

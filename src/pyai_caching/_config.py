@@ -1,0 +1,109 @@
+"""Configuration from arguments and the environment, validated before any model call."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+from .exceptions import ConfigurationError
+
+__all__ = (
+    "ENV_REDIS_URL",
+    "ENV_DIR",
+    "ENV_TTL",
+    "ENV_NAMESPACE",
+    "DEFAULT_TTL",
+    "DEFAULT_NAMESPACE",
+    "StoreSpec",
+    "resolve_ttl",
+    "resolve_namespace",
+    "resolve_store_spec",
+)
+
+ENV_REDIS_URL = "LLM_CACHE_REDIS_URL"
+ENV_DIR = "LLM_CACHE_DIR"
+ENV_TTL = "LLM_CACHE_TTL"
+ENV_NAMESPACE = "LLM_CACHE_NAMESPACE"
+
+DEFAULT_TTL = timedelta(days=15).total_seconds()
+DEFAULT_NAMESPACE = "pyai_caching"
+
+_HOW_TO_CONFIGURE = (
+    f"set {ENV_REDIS_URL} (for example redis://localhost:6379/0, rediss://user:password@host:6380/0 "
+    f"or unix:///run/redis/redis.sock?db=0), pass redis_url=..., or use the embedded store with "
+    f"{ENV_DIR}=.pyai_cache or store=LocalStore('.pyai_cache')"
+)
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """Which configured store to open: a Redis URL or a local directory."""
+
+    kind: str  # "redis" | "local"
+    location: str
+
+
+def resolve_store_spec(redis_url: str | None) -> StoreSpec:
+    """`redis_url`, else `LLM_CACHE_REDIS_URL`, else `LLM_CACHE_DIR`.
+
+    Raises:
+        ConfigurationError: nothing is configured, or the URL is not a Redis URL.
+    """
+    from .stores.redis import REDIS_SCHEMES  # noqa: PLC0415 - keep config free of backend imports at load
+
+    url = redis_url if redis_url is not None else os.environ.get(ENV_REDIS_URL) or None
+    if url is not None:
+        if not isinstance(url, str) or not url.startswith(REDIS_SCHEMES):
+            source = "redis_url" if redis_url is not None else ENV_REDIS_URL
+            raise ConfigurationError(
+                f"{source}={url!r} is not a Redis URL; expected redis://, rediss:// or unix://. "
+                f"To configure the cache, {_HOW_TO_CONFIGURE}"
+            )
+        return StoreSpec("redis", url)
+    directory = os.environ.get(ENV_DIR)
+    if directory:
+        return StoreSpec("local", directory)
+    raise ConfigurationError(f"no cache store configured: {_HOW_TO_CONFIGURE}")
+
+
+def resolve_ttl(ttl: float | timedelta | None) -> float | None:
+    """Seconds an entry lives: `ttl`, else `LLM_CACHE_TTL`, else 15 days. `0` in the env means no expiry.
+
+    Raises:
+        ValueError: `ttl` is negative, zero or not finite.
+        ConfigurationError: `LLM_CACHE_TTL` is not a non-negative number of seconds.
+    """
+    if ttl is None:
+        raw = os.environ.get(ENV_TTL)
+        if not raw:
+            return DEFAULT_TTL
+        try:
+            seconds = float(raw)
+        except ValueError:
+            raise ConfigurationError(f"{ENV_TTL}={raw!r} is not a number of seconds") from None
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ConfigurationError(f"{ENV_TTL}={raw!r} must be a finite number of seconds >= 0")
+        return seconds or None
+    if isinstance(ttl, timedelta):
+        seconds = ttl.total_seconds()
+    elif isinstance(ttl, (int, float)) and not isinstance(ttl, bool):
+        seconds = float(ttl)
+    else:
+        raise TypeError(f"ttl must be seconds or a timedelta, not {type(ttl).__name__}")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
+    return seconds
+
+
+def resolve_namespace(namespace: str | None) -> str:
+    """`namespace`, else `LLM_CACHE_NAMESPACE`, else `pyai_caching`.
+
+    Raises:
+        ValueError: the namespace is empty or contains whitespace or `:`.
+    """
+    value = namespace if namespace is not None else os.environ.get(ENV_NAMESPACE) or DEFAULT_NAMESPACE
+    if not isinstance(value, str) or not value or ":" in value or any(c.isspace() for c in value):
+        raise ValueError(f"namespace must be a non-empty string without ':' or whitespace, got {value!r}")
+    return value

@@ -1,0 +1,311 @@
+"""Pure key derivation: what changes an agent's answer, as canonical JSON, hashed.
+
+The key covers the effective model, merged model settings, system prompts and instructions,
+the output schema, every tool's definition, the prompt and the message history by content.
+It never uses `repr()`, `agent.name`, memory addresses or `deps`. Functions (dynamic system
+prompts, instructions, settings, toolsets) are keyed by their qualified name only: what they
+compute from `deps` at run time is not in the key, which is what `key_extra` is for.
+
+This module reads a few private `Agent` attributes (the pinned pydantic-ai-slim range is tested).
+If PydanticAI moves them, `UnkeyableError` is raised and the run goes uncached rather than
+being served an answer keyed on too little.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+import functools
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic_ai import messages as _messages
+from pydantic_ai.agent import Agent
+from pydantic_ai.models import Model
+from pydantic_ai.toolsets import AbstractToolset, FunctionToolset
+
+__all__ = (
+    "KEY_VERSION",
+    "UnkeyableError",
+    "RUN_KWARGS_NOT_IN_KEY",
+    "canonical_json",
+    "effective_model_name",
+    "request_digest",
+    "format_key",
+)
+
+KEY_VERSION = "v1"
+"""Bumped whenever the same inputs would hash differently; old entries then simply miss."""
+
+RUN_KWARGS_NOT_IN_KEY = frozenset(
+    {
+        "deps",  # not hashable in general; see `key_extra`
+        "usage_limits",
+        "usage",
+        "infer_name",
+        "event_stream_handler",
+        "run_id",
+        "conversation_id",
+        "conversation",
+        "metadata",
+        "cancellation_token",
+        "timeout",
+        "retries",
+        "workspace",
+    }
+)
+"""`agent.run` keyword arguments that do not change the answer (or cannot be hashed)."""
+
+# Settings that change how a request is sent, not what comes back.
+_SETTINGS_NOT_IN_KEY = frozenset({"timeout", "extra_headers", "parallel_tool_calls_timeout"})
+
+# Message fields that identify a particular run rather than its content.
+_VOLATILE_MESSAGE_FIELDS = (
+    "timestamp",
+    "run_id",
+    "conversation_id",
+    "provider_response_id",
+    "provider_details",
+    "provider_url",
+    "provider_name",
+    "model_name",
+    "model_id",
+    "usage",
+    "metadata",
+    "finish_reason",
+    "history_digest",
+    "failed_attempts",
+    "workspace_ref",
+    "state",
+)
+_VOLATILE_PART_FIELDS = ("timestamp", "id", "provider_details", "provider_name")
+
+
+class UnkeyableError(TypeError):
+    """Something that would change the answer cannot be turned into key material."""
+
+
+def canonical_json(value: Any) -> bytes:
+    """Deterministic JSON for `value`: sorted keys, no whitespace, objects reduced to their data.
+
+    Raises:
+        UnkeyableError: `value` holds an object with no stable data form.
+    """
+    try:
+        return json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True, default=_to_data
+        ).encode()
+    except (TypeError, ValueError, RecursionError) as exc:
+        if isinstance(exc, UnkeyableError):
+            raise
+        raise UnkeyableError(f"cannot derive a cache key: {exc}") from exc
+
+
+def _qualname(obj: Any) -> str:
+    module = getattr(obj, "__module__", None) or type(obj).__module__
+    name = getattr(obj, "__qualname__", None) or type(obj).__qualname__
+    return f"{module}.{name}"
+
+
+def _to_data(obj: Any) -> Any:  # noqa: C901 - one flat dispatch
+    """`json.dumps` hook: the stable data form of one non-JSON object."""
+    if isinstance(obj, Model):
+        return {"model": obj.model_id, "settings": obj.settings}
+    if isinstance(obj, AbstractToolset):
+        return _toolset_data(obj)
+    if isinstance(obj, BaseModel):
+        return {"__type__": _qualname(type(obj)), "data": obj.model_dump(mode="json")}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        names, type_name = _data_fields(type(obj))
+        data = {name: getattr(obj, name) for name in names}
+        if type_name is not None:
+            data["__type__"] = type_name
+        return data
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return {"__sha256__": hashlib.sha256(obj).hexdigest()}
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, (datetime.datetime, datetime.date, datetime.time)):
+        return obj.isoformat()
+    if isinstance(obj, (tuple, set, frozenset)):
+        items = list(obj)
+        return items if isinstance(obj, tuple) else sorted(items, key=canonical_json)
+    if isinstance(obj, functools.partial):
+        return {"__partial__": obj.func, "args": obj.args, "kwargs": obj.keywords}
+    if isinstance(obj, type) or callable(obj):
+        return {"__callable__": _qualname(obj)}
+    raise UnkeyableError(
+        f"cannot derive a cache key from a {type(obj).__qualname__!s} object; "
+        "pass key material you choose with key_extra= instead"
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def _data_fields(cls: type) -> tuple[tuple[str, ...], str | None]:
+    """Public field names of a dataclass and the type tag to key it with.
+
+    Messages and parts are keyed by content alone: their `kind` fields already say what they are,
+    and fields naming a particular run (timestamps, ids, usage) are left out.
+    """
+    names = [f.name for f in dataclasses.fields(cls) if not f.name.startswith("_")]
+    if issubclass(cls, (_messages.ModelRequest, _messages.ModelResponse)):
+        return tuple(n for n in names if n not in _VOLATILE_MESSAGE_FIELDS), None
+    if cls.__module__ == _messages.__name__ and ("part_kind" in names or "kind" in names):
+        return tuple(n for n in names if n not in _VOLATILE_PART_FIELDS), None
+    return tuple(names), _qualname(cls)
+
+
+def _toolset_data(toolset: AbstractToolset[Any]) -> dict[str, Any]:
+    data: dict[str, Any] = {"__toolset__": _qualname(type(toolset)), "id": toolset.id}
+    if isinstance(toolset, FunctionToolset):
+        data["tools"] = {name: {"def": tool.tool_def, "prepare": tool.prepare} for name, tool in toolset.tools.items()}
+    elif dataclasses.is_dataclass(toolset):
+        data.update((name, getattr(toolset, name)) for name in _data_fields(type(toolset))[0])
+    return data
+
+
+def effective_model_name(agent: Agent[Any, Any], run_model: Model | str | None) -> str | None:
+    """`provider:name` of the model a run would use: `model=` on the run wins over overrides and the agent's."""
+    model = run_model
+    if model is None:
+        override = agent._override_model.get()  # pyright: ignore[reportPrivateUsage]
+        model = override.value if override is not None else agent.model
+    if model is None:
+        return None
+    return model.model_id if isinstance(model, Model) else str(model)
+
+
+def _merged_settings(agent: Agent[Any, Any], run_model: Any, run_settings: Any) -> Any:
+    """Model, agent, capability and run settings merged in PydanticAI's order; callables kept by name."""
+    model = run_model if run_model is not None else agent.model
+    layers: list[Any] = [
+        model.settings if isinstance(model, Model) else None,
+        agent.model_settings,
+        agent._cap_model_settings,  # pyright: ignore[reportPrivateUsage]
+        run_settings,
+    ]
+    merged: dict[str, Any] = {}
+    dynamic: list[Any] = []
+    for layer in layers:
+        if layer is None:
+            continue
+        if callable(layer):
+            dynamic.append(layer)
+        elif isinstance(layer, Mapping):
+            merged.update((k, v) for k, v in layer.items() if k not in _SETTINGS_NOT_IN_KEY)
+        else:
+            raise UnkeyableError(f"model settings of type {type(layer).__qualname__} are not a mapping")
+    return {"static": merged, "dynamic": dynamic}
+
+
+def _output_data(agent: Agent[Any, Any], run_output_type: Any) -> Any:
+    if run_output_type is None:
+        schema = agent._output_schema  # pyright: ignore[reportPrivateUsage]
+    else:
+        schema = _output_schema_for(run_output_type)
+    processors = schema.toolset.processors if schema.toolset is not None else {}
+    return {
+        "mode": schema.mode,
+        "text": schema.allows_text,
+        "none": schema.allows_none,
+        "image": schema.allows_image,
+        "deferred": schema.allows_deferred_tools,
+        "object": schema.object_def,
+        "template": getattr(schema, "template", None),
+        "text_processor": _text_processor_data(schema.text_processor),
+        "tools": {name: p.object_def for name, p in processors.items()},
+        "validators": [v.function for v in agent._output_validators],  # pyright: ignore[reportPrivateUsage]
+    }
+
+
+def _text_processor_data(processor: Any) -> Any:
+    if processor is None:
+        return None
+    function_schema = getattr(processor, "_function_schema", None)
+    return {
+        "type": _qualname(type(processor)),
+        "function": function_schema.function if function_schema is not None else None,
+    }
+
+
+def _output_schema_for(output_type: Any) -> Any:
+    try:
+        return _cached_output_schema(output_type)
+    except TypeError:  # an unhashable spec (a list of types) is built each time
+        return _build_output_schema(output_type)
+
+
+def _build_output_schema(output_type: Any) -> Any:
+    from pydantic_ai._output import OutputSchema  # noqa: PLC0415 - private, imported where used
+
+    return OutputSchema.build(output_type)
+
+
+_cached_output_schema = functools.lru_cache(maxsize=256)(_build_output_schema)
+
+
+def _agent_data(agent: Agent[Any, Any], run_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything about the agent (and the run's agent-shaping kwargs) that changes the answer."""
+    run_model = run_kwargs.get("model")
+    return {
+        "model": effective_model_name(agent, run_model),
+        "settings": _merged_settings(agent, run_model, run_kwargs.get("model_settings")),
+        "system_prompts": [
+            *agent._system_prompts,  # pyright: ignore[reportPrivateUsage]
+            *(r.function for r in agent._system_prompt_functions),  # pyright: ignore[reportPrivateUsage]
+        ],
+        "instructions": [
+            i.instruction
+            for i in (*agent._instructions, *agent._cap_instructions)  # pyright: ignore[reportPrivateUsage]
+        ],
+        "native_tools": agent._cap_native_tools,  # pyright: ignore[reportPrivateUsage]
+        "toolsets": list(agent.toolsets),
+        "output": _output_data(agent, run_kwargs.get("output_type")),
+        "end_strategy": agent.end_strategy,
+        "run": {k: v for k, v in run_kwargs.items() if k not in RUN_KWARGS_NOT_IN_KEY and k not in _AGENT_SHAPING},
+    }
+
+
+_AGENT_SHAPING = frozenset({"model", "model_settings", "output_type"})
+
+
+def request_digest(
+    agent: Agent[Any, Any],
+    prompt: Any,
+    history: Sequence[_messages.ModelMessage],
+    run_kwargs: Mapping[str, Any],
+    key_extra: Any = None,
+) -> str:
+    """SHA-256 hex digest of everything that changes the answer to this run.
+
+    Raises:
+        UnkeyableError: part of the agent or run cannot be turned into stable key material.
+    """
+    if not isinstance(agent, Agent):
+        raise UnkeyableError(f"cannot read the configuration of a {type(agent).__qualname__}; only Agent is keyed")
+    try:
+        agent_data = _agent_data(agent, run_kwargs)
+    except AttributeError as exc:  # a PydanticAI outside the tested range moved something
+        raise UnkeyableError(f"this pydantic-ai version is not supported for keying: {exc}") from exc
+    material = {
+        "agent": agent_data,
+        "prompt": prompt,
+        "history": list(history),
+        "extra": key_extra,
+    }
+    return hashlib.sha256(canonical_json(material)).hexdigest()
+
+
+def format_key(namespace: str, task_name: str, digest: str) -> str:
+    """`<namespace>:<key-version>:<task_name>:<digest>`, readable and groupable in `redis-cli`."""
+    return f"{namespace}:{KEY_VERSION}:{task_name}:{digest}"
+
+
+def task_pattern(namespace: str, task_name: str | None = None) -> str:
+    """A SCAN pattern matching every entry of one task (or all tasks) in `namespace`."""
+    return f"{namespace}:{KEY_VERSION}:{task_name if task_name is not None else '*'}:*"
+

@@ -1,0 +1,353 @@
+"""The front door: `cached_agent_run` and `cached_agent_run_sync`.
+
+One short loop around pure parts: validate, derive the key, one store read, decode; on a miss
+one model call per key at a time (others await it), price it, store it, record it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+from pydantic_ai import AgentRunResult
+from pydantic_ai import messages as _messages
+from pydantic_ai.agent import AbstractAgent
+
+from . import _portal
+from ._codec import CachedRun, DecodeError, decode, encode
+from ._config import resolve_namespace, resolve_store_spec, resolve_ttl
+from ._history import to_messages
+from ._keys import UnkeyableError, effective_model_name, format_key, request_digest
+from ._registry import Cache, LoopState, loop_state
+from ._result import CachedAgentRunResult
+from ._retry import Backoff, call_with_backoff
+from .costs import ModelCosts, price_usage
+from .recorders import ExpenseCallback, ExpenseEvent, ExpenseRecorder, notify
+from .stats import stats_group
+from .stores import Store
+
+__all__ = ("cached_agent_run", "cached_agent_run_sync")
+
+logger = logging.getLogger("pyai_caching")
+
+_RESERVED_KWARGS = frozenset({"user_prompt"})
+
+
+async def cached_agent_run(
+    agent: AbstractAgent[Any, Any],
+    prompt: str | Sequence[_messages.UserContent] | None,
+    task_name: str,
+    *,
+    message_history: Sequence[Any] | None = None,
+    redis_url: str | None = None,
+    ttl: float | timedelta | None = None,
+    max_wait: float = 30.0,
+    initial_wait: float = 1.0,
+    expense_recorder: ExpenseRecorder | ExpenseCallback | None = None,
+    custom_costs: Mapping[str, ModelCosts] | None = None,
+    store: Store | None = None,
+    namespace: str | None = None,
+    key_extra: Any = None,
+    **agent_run_kwargs: Any,
+) -> CachedAgentRunResult[Any]:
+    """Drop-in for `await agent.run(prompt, ...)` that answers repeated runs from the cache.
+
+    Args:
+        agent: The PydanticAI agent to run.
+        prompt: The user prompt: a string or PydanticAI user content (text, images, documents).
+            May be empty only when `message_history` is given.
+        task_name: Groups entries and counters (`<namespace>:v1:<task_name>:<digest>`).
+        message_history: Earlier messages: PydanticAI messages, their JSON dicts, or
+            `{"role": ..., "content": ...}` dicts. Part of the key by content (not timestamps or ids).
+        redis_url: Redis URL; defaults to `LLM_CACHE_REDIS_URL` (then `LLM_CACHE_DIR` for the embedded store).
+        ttl: Entry lifetime in seconds or as a timedelta; defaults to `LLM_CACHE_TTL` or 15 days.
+        max_wait: Total seconds to spend waiting on rate limits and transient provider errors.
+        initial_wait: First backoff wait, in seconds; it doubles (with jitter) from there.
+        expense_recorder: `recorder(model, task_name, cost)` function, or an object with `record(event)`.
+        custom_costs: Prices by model name, overriding `DEFAULT_COSTS` and genai-prices.
+        store: A `Store` to use instead of the configured one (for example `LocalStore(...)`).
+        namespace: Key prefix; defaults to `LLM_CACHE_NAMESPACE` or `pyai_caching`.
+        key_extra: JSON-able data you choose to add to the key, for what `deps` change about the answer.
+        **agent_run_kwargs: Passed to `agent.run` (`model`, `model_settings`, `deps`, `usage_limits`, ...).
+
+    Returns:
+        A `CachedAgentRunResult`: a real `AgentRunResult` plus `.cost`, `.saved_cost`, `.model`, `.cached`.
+
+    Raises:
+        ConfigurationError: no store is configured, or its URL is not a Redis URL.
+        ValueError | TypeError: invalid arguments (checked before any model call).
+        UsageLimitExceeded: the provider kept rate limiting until `max_wait` seconds were spent waiting.
+    """
+    call = _Call.prepare(
+        agent,
+        prompt,
+        task_name,
+        message_history=message_history,
+        ttl=ttl,
+        backoff=Backoff(initial_wait=initial_wait, max_wait=max_wait),
+        expense_recorder=expense_recorder,
+        custom_costs=custom_costs,
+        key_extra=key_extra,
+        run_kwargs=agent_run_kwargs,
+    )
+    namespace = resolve_namespace(namespace)
+    spec = None if store is not None else resolve_store_spec(redis_url)
+    state = await loop_state()
+    cache = state.cache_for(spec, store)
+    return await call.execute(state, cache, namespace)
+
+
+def cached_agent_run_sync(
+    agent: AbstractAgent[Any, Any],
+    prompt: str | Sequence[_messages.UserContent] | None,
+    task_name: str,
+    **kwargs: Any,
+) -> CachedAgentRunResult[Any]:
+    """Blocking `cached_agent_run`, same arguments. Works in scripts and inside a running event loop.
+
+    Runs on one long-lived background event loop shared by every sync call, so its Redis
+    connections are reused across calls and never bound to a loop that has closed.
+    """
+    return _portal.run(cached_agent_run(agent, prompt, task_name, **kwargs))
+
+
+class _Call:
+    """One validated call: what to run, how to key it, and what to do with the answer."""
+
+    __slots__ = (
+        "agent",
+        "prompt",
+        "task_name",
+        "history",
+        "ttl",
+        "backoff",
+        "recorder",
+        "custom_costs",
+        "key_extra",
+        "run_kwargs",
+        "output_type",
+    )
+
+    @classmethod
+    def prepare(
+        cls,
+        agent: Any,
+        prompt: Any,
+        task_name: Any,
+        *,
+        message_history: Any,
+        ttl: Any,
+        backoff: Backoff,
+        expense_recorder: Any,
+        custom_costs: Any,
+        key_extra: Any,
+        run_kwargs: dict[str, Any],
+    ) -> _Call:
+        if not isinstance(agent, AbstractAgent):
+            raise TypeError(f"agent must be a pydantic_ai Agent, not {type(agent).__name__}")
+        if not isinstance(task_name, str) or not task_name.strip():
+            raise ValueError("task_name must be a non-empty string")
+        if ":" in task_name or any(c.isspace() or not c.isprintable() for c in task_name):
+            raise ValueError(f"task_name {task_name!r} must not contain ':', whitespace or control characters")
+        _check_prompt(prompt)
+        history = to_messages(message_history)
+        if _is_empty(prompt) and not history:
+            raise ValueError("prompt is empty and there is no message_history: nothing to ask the model")
+        _check_run_kwargs(type(agent), run_kwargs)
+        if custom_costs is not None and not isinstance(custom_costs, Mapping):
+            raise TypeError("custom_costs must be a mapping of model name to ModelCosts")
+        call = cls()
+        call.agent = agent
+        call.prompt = prompt
+        call.task_name = task_name
+        call.history = history
+        call.ttl = resolve_ttl(ttl)
+        call.backoff = backoff
+        call.recorder = expense_recorder
+        call.custom_costs = custom_costs
+        call.key_extra = key_extra
+        call.run_kwargs = run_kwargs
+        call.output_type = run_kwargs.get("output_type") or agent.output_type
+        return call
+
+    async def execute(self, state: LoopState, cache: Cache, namespace: str) -> CachedAgentRunResult[Any]:
+        started = time.perf_counter()
+        try:
+            digest = request_digest(self.agent, self.prompt, self.history, self.run_kwargs, self.key_extra)
+        except UnkeyableError as exc:
+            return await self._uncached(cache, namespace, exc, started)
+        key = format_key(namespace, self.task_name, digest)
+        errors = 0
+
+        data, failed = await cache.guarded.get(key)
+        errors += failed
+        if data is not None:
+            try:
+                entry = decode(data, self.output_type)
+            except DecodeError as exc:
+                errors += 1
+                logger.warning("unreadable cache entry %s (calling the model and overwriting it): %s", key, exc)
+            else:
+                return await self._finish(cache, namespace, key, entry, hit=True, errors=errors, started=started)
+
+        flight = state.flights.get(key)
+        leader = flight is None
+        if flight is None:
+            flight = asyncio.get_running_loop().create_task(self._miss(cache, key))
+            state.flights[key] = flight
+            flight.add_done_callback(functools.partial(_land, state.flights, key))
+        entry, data, store_errors = await asyncio.shield(flight)
+        if leader:
+            errors += store_errors
+        elif data is not None:  # a follower gets its own copy of the leader's answer
+            entry = decode(data, self.output_type)
+        return await self._finish(cache, namespace, key, entry, hit=not leader, errors=errors, started=started)
+
+    async def _miss(self, cache: Cache, key: str) -> tuple[CachedRun[Any], bytes | None, int]:
+        """Call the model (with backoff), then store the answer. Runs as its own task: it finishes even
+        if every caller waiting on it is cancelled, so a paid response is always stored."""
+        entry = await self._call_model()
+        try:
+            data: bytes | None = encode(entry, self.output_type)
+        except Exception as exc:  # noqa: BLE001 - an unencodable output is returned, just not cached
+            logger.warning("cannot encode the run for %s, it will not be cached: %s", key, exc)
+            return entry, None, 1
+        stored = await cache.guarded.set(key, data, self.ttl)
+        return entry, data, 0 if stored else 1
+
+    async def _call_model(self) -> CachedRun[Any]:
+        started = time.perf_counter()
+        run = await call_with_backoff(
+            lambda: self.agent.run(self.prompt, message_history=self.history or None, **self.run_kwargs),
+            self.backoff,
+        )
+        latency = time.perf_counter() - started
+        model, cost = self._price(run)
+        return CachedRun(run=run, model=model, cost=cost, latency=latency, created=time.time())
+
+    def _price(self, run: AgentRunResult[Any]) -> tuple[str | None, float | None]:
+        """The answering model's name and the run's price, summed over its model responses."""
+        responses = [msg for msg in run.new_messages() if isinstance(msg, _messages.ModelResponse)]
+        model = responses[-1].model_name if responses and responses[-1].model_name else None
+        if model is None:
+            model = effective_model_name(self.agent, self.run_kwargs.get("model"))
+        total = 0.0
+        for response in responses:
+            name = response.model_name or model or ""
+            price = price_usage(name, response.usage, custom_costs=self.custom_costs, provider=response.provider_name)
+            if price is None:
+                return model, None
+            total += price.usd
+        return model, total
+
+    async def _finish(
+        self,
+        cache: Cache,
+        namespace: str,
+        key: str | None,
+        entry: CachedRun[Any],
+        *,
+        hit: bool,
+        errors: int,
+        started: float,
+        uncached: bool = False,
+    ) -> CachedAgentRunResult[Any]:
+        result = CachedAgentRunResult._wrap(
+            entry.run,
+            cost=0.0 if hit else entry.cost,
+            saved_cost=entry.cost if hit else None,
+            model=entry.model,
+            cached=hit,
+            cache_key=key,
+            original_latency=entry.latency,
+        )
+        counters = (
+            {"hits": 1, "cost_saved": entry.cost or 0.0, "time_saved": entry.latency}
+            if hit
+            else {"uncached" if uncached else "misses": 1, "cost_spent": entry.cost or 0.0}
+        )
+        counters["errors"] = errors
+        cache.stats.add(stats_group(namespace, self.task_name), counters)
+        if self.recorder is not None:
+            await notify(
+                self.recorder,
+                ExpenseEvent(
+                    model=entry.model,
+                    task_name=self.task_name,
+                    cost=result.cost,
+                    saved=entry.cost if hit else 0.0,
+                    cached=hit,
+                    usage=entry.run.usage,
+                    latency=time.perf_counter() - started,
+                    key=key,
+                ),
+            )
+        return result
+
+    async def _uncached(
+        self, cache: Cache, namespace: str, reason: Exception, started: float
+    ) -> CachedAgentRunResult[Any]:
+        _warn_once(f"this run cannot be cached, calling the model without the cache: {reason}")
+        entry = await self._call_model()
+        return await self._finish(
+            cache, namespace, None, entry, hit=False, errors=0, started=started, uncached=True
+        )
+
+
+def _land(flights: dict[str, asyncio.Task[Any]], key: str, task: asyncio.Task[Any]) -> None:
+    """Forget a finished flight and consume its exception (its callers saw it, or all were cancelled)."""
+    if flights.get(key) is task:
+        del flights[key]
+    if not task.cancelled():
+        task.exception()
+
+
+def _check_prompt(prompt: Any) -> None:
+    if prompt is None or isinstance(prompt, str):
+        return
+    if isinstance(prompt, (bytes, Mapping)) or not isinstance(prompt, Sequence):
+        raise TypeError(f"prompt must be a string or a sequence of PydanticAI user content, not {type(prompt).__name__}")
+
+
+def _is_empty(prompt: Any) -> bool:
+    if prompt is None:
+        return True
+    if isinstance(prompt, str):
+        return not prompt.strip()
+    return len(prompt) == 0
+
+
+@functools.lru_cache(maxsize=64)
+def _run_parameters(agent_type: type) -> frozenset[str] | None:
+    """Keyword names `agent_type.run` accepts; None if it takes `**kwargs`."""
+    params = inspect.signature(agent_type.run).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return frozenset(p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL) - {"self"}
+
+
+def _check_run_kwargs(agent_type: type, run_kwargs: Mapping[str, Any]) -> None:
+    if not run_kwargs:
+        return
+    reserved = _RESERVED_KWARGS.intersection(run_kwargs)
+    if reserved:
+        raise TypeError(f"pass the prompt as prompt=, not {', '.join(sorted(reserved))}=")
+    accepted = _run_parameters(agent_type)
+    unknown = [] if accepted is None else sorted(set(run_kwargs) - accepted)
+    if unknown:
+        raise TypeError(f"{agent_type.__name__}.run() got unexpected keyword argument(s): {', '.join(unknown)}")
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        logger.warning(message)

@@ -1,0 +1,42 @@
+"""The `Store` contract every backend implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+
+__all__ = ("Store",)
+
+
+class Store(ABC):
+    """Bytes under string keys with a TTL, plus named counters. Backends own their eviction.
+
+    Contract for implementations:
+    - `get` returns `None` for a missing or expired key; it never returns stale data past the TTL.
+    - Any backend failure (unreachable, timeout, refused) raises `pyai_caching.exceptions.CacheError`;
+      the caller decides to fail open.
+    - Methods are safe to call concurrently from one event loop.
+    """
+
+    @abstractmethod
+    async def get(self, key: str) -> bytes | None:
+        """The bytes stored under `key`, or `None`."""
+
+    @abstractmethod
+    async def set(self, key: str, value: bytes, ttl: float | None) -> None:
+        """Store `value` under `key`, replacing any entry; it expires after `ttl` seconds (`None`: never)."""
+
+    @abstractmethod
+    async def delete(self, key: str) -> bool:
+        """Remove `key`; `True` if it existed."""
+
+    @abstractmethod
+    async def add_counters(self, name: str, counters: Mapping[str, float]) -> None:
+        """Atomically add each value to the counter of that field in the group `name`."""
+
+    @abstractmethod
+    async def get_counters(self, prefix: str) -> dict[str, dict[str, float]]:
+        """Every counter group whose name starts with `prefix`, by name."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and files; the store is not used afterwards."""

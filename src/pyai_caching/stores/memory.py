@@ -1,0 +1,45 @@
+"""An in-process store: a dict with expiry. For tests and single-process use."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from ._base import Store
+
+__all__ = ("MemoryStore",)
+
+
+@dataclass
+class MemoryStore(Store):
+    """Entries live in this process only and vanish with it."""
+
+    clock: Callable[[], float] = time.monotonic
+    _entries: dict[str, tuple[bytes, float | None]] = field(default_factory=dict, repr=False)
+    _counters: defaultdict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict), repr=False)
+
+    async def get(self, key: str) -> bytes | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        value, expires = entry
+        if expires is not None and expires <= self.clock():
+            del self._entries[key]
+            return None
+        return value
+
+    async def set(self, key: str, value: bytes, ttl: float | None) -> None:
+        self._entries[key] = (value, None if ttl is None else self.clock() + ttl)
+
+    async def delete(self, key: str) -> bool:
+        return self._entries.pop(key, None) is not None
+
+    async def add_counters(self, name: str, counters: Mapping[str, float]) -> None:
+        group = self._counters[name]
+        for counter, value in counters.items():
+            group[counter] = group.get(counter, 0.0) + value
+
+    async def get_counters(self, prefix: str) -> dict[str, dict[str, float]]:
+        return {name: dict(group) for name, group in self._counters.items() if name.startswith(prefix)}
