@@ -4,6 +4,7 @@
 `agent.run_sync` that answer repeated runs from Redis (or an embedded local store).
 """
 
+from ._reports import get_stats, get_stats_sync
 from ._result import CachedAgentRunResult
 from ._run import cached_agent_run, cached_agent_run_sync
 from .costs import DEFAULT_COSTS, ModelCosts, Price, price_usage
@@ -16,6 +17,8 @@ __all__ = (
     "cached_agent_run",
     "cached_agent_run_sync",
     "CachedAgentRunResult",
+    "get_stats",
+    "get_stats_sync",
     "ModelCosts",
     "DEFAULT_COSTS",
     "Price",
