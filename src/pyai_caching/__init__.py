@@ -4,6 +4,7 @@
 `agent.run_sync` that answer repeated runs from Redis (or an embedded local store).
 """
 
+from . import costs, recorders, stats
 from ._reports import get_stats, get_stats_sync
 from ._result import CachedAgentRunResult
 from ._run import cached_agent_run, cached_agent_run_sync
