@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, Generic, Literal
+from typing import Any, Generic, Literal, Union
 
 from pydantic import BaseModel, ValidationError
 from pydantic_ai import AgentRunResult
@@ -58,9 +58,18 @@ def _envelope_adapter(output_type: Any) -> type[_Envelope[Any]]:
     return _Envelope[output_type]  # type: ignore[valid-type]
 
 
+def _output_data_type(output_type: Any) -> Any:
+    """The type a run's `.output` has for an output spec: `[A, B]`, `ToolOutput(A)`, `NativeOutput(...)`,
+    `TextOutput(f)` and output functions name their data type(s) rather than being it."""
+    from pydantic_ai._output import types_from_output_spec  # noqa: PLC0415 - private, imported where used
+
+    types = tuple(types_from_output_spec(output_type))
+    return types[0] if len(types) == 1 else Union[types]  # noqa: UP007 - a runtime tuple of types
+
+
 def _adapter(output_type: Any) -> type[_Envelope[Any]]:
     try:
-        return _envelope_adapter(output_type)
+        return _envelope_adapter(_output_data_type(output_type))
     except TypeError:  # an unhashable output spec: validate the output loosely
         return _envelope_adapter(Any)
 

@@ -19,6 +19,7 @@ import enum
 import functools
 import hashlib
 import json
+import types
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,6 +27,7 @@ from pydantic import BaseModel
 from pydantic_ai import messages as _messages
 from pydantic_ai.agent import Agent
 from pydantic_ai.models import Model
+from pydantic_ai.template import TemplateStr
 from pydantic_ai.toolsets import AbstractToolset, FunctionToolset
 
 __all__ = (
@@ -50,7 +52,7 @@ RUN_KWARGS_NOT_IN_KEY = frozenset(
         "event_stream_handler",
         "run_id",
         "conversation_id",
-        "conversation",
+        "conversation",  # its messages are keyed as history, in request_digest
         "metadata",
         "cancellation_token",
         "timeout",
@@ -80,8 +82,8 @@ _VOLATILE_MESSAGE_FIELDS = (
     "history_digest",
     "failed_attempts",
     "workspace_ref",
-    "state",
 )
+# Not `state`: a `'suspended'` or `'interrupted'` message makes the next run continue or retry it.
 _VOLATILE_PART_FIELDS = ("timestamp", "id", "provider_details", "provider_name")
 
 
@@ -136,8 +138,10 @@ def _to_data(obj: Any) -> Any:  # noqa: C901 - one flat dispatch
         return items if isinstance(obj, tuple) else sorted(items, key=canonical_json)
     if isinstance(obj, functools.partial):
         return {"__partial__": obj.func, "args": obj.args, "kwargs": obj.keywords}
-    if isinstance(obj, type) or callable(obj):
+    if isinstance(obj, (type, types.FunctionType, types.MethodType, types.BuiltinFunctionType)):
         return {"__callable__": _qualname(obj)}
+    if isinstance(obj, TemplateStr):
+        return {"__template__": obj._source}  # pyright: ignore[reportPrivateUsage]
     raise UnkeyableError(
         f"cannot derive a cache key from a {type(obj).__qualname__!s} object; "
         "pass key material you choose with key_extra= instead"
@@ -168,12 +172,18 @@ def _toolset_data(toolset: AbstractToolset[Any]) -> dict[str, Any]:
     return data
 
 
+def _effective_model(agent: Agent[Any, Any], run_model: Any) -> Any:
+    """The model a run would use, in PydanticAI's order (`Agent._pick_raw_model`):
+    `agent.override(model=...)` wins over the run's `model=`, which wins over the agent's."""
+    override = agent._override_model.get()  # pyright: ignore[reportPrivateUsage]
+    if override is not None:
+        return override.value
+    return run_model if run_model is not None else agent.model
+
+
 def effective_model_name(agent: Agent[Any, Any], run_model: Model | str | None) -> str | None:
-    """`provider:name` of the model a run would use: `model=` on the run wins over overrides and the agent's."""
-    model = run_model
-    if model is None:
-        override = agent._override_model.get()  # pyright: ignore[reportPrivateUsage]
-        model = override.value if override is not None else agent.model
+    """`provider:name` of the model a run would use: an override, else the run's `model=`, else the agent's."""
+    model = _effective_model(agent, run_model)
     if model is None:
         return None
     return model.model_id if isinstance(model, Model) else str(model)
@@ -181,12 +191,14 @@ def effective_model_name(agent: Agent[Any, Any], run_model: Model | str | None) 
 
 def _merged_settings(agent: Agent[Any, Any], run_model: Any, run_settings: Any) -> Any:
     """Model, agent, capability and run settings merged in PydanticAI's order; callables kept by name."""
-    model = run_model if run_model is not None else agent.model
+    model = _effective_model(agent, run_model)
+    # `agent.override(model_settings=...)` replaces the agent's settings and makes the run's ignored.
+    override = agent._override_model_settings.get()  # pyright: ignore[reportPrivateUsage]
     layers: list[Any] = [
         model.settings if isinstance(model, Model) else None,
-        agent.model_settings,
+        override.value if override is not None else agent.model_settings,
         agent._cap_model_settings,  # pyright: ignore[reportPrivateUsage]
-        run_settings,
+        run_settings if override is None else None,
     ]
     merged: dict[str, Any] = {}
     dynamic: list[Any] = []
@@ -250,7 +262,13 @@ _cached_output_schema = functools.lru_cache(maxsize=256)(_build_output_schema)
 
 def _agent_data(agent: Agent[Any, Any], run_kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """Everything about the agent (and the run's agent-shaping kwargs) that changes the answer."""
+    if agent._override_root_capability.get() is not None:  # pyright: ignore[reportPrivateUsage]
+        # `override(spec=...)` swaps every capability contribution (instructions, settings, tools).
+        raise UnkeyableError("agent.override(spec=...) replacing the agent's capabilities is not keyed")
     run_model = run_kwargs.get("model")
+    # `agent.override(instructions=...)` / `(native_tools=...)` replace the agent's own and its capabilities'.
+    override_instructions = agent._override_instructions.get()  # pyright: ignore[reportPrivateUsage]
+    override_native_tools = agent._override_native_tools.get()  # pyright: ignore[reportPrivateUsage]
     return {
         "model": effective_model_name(agent, run_model),
         "settings": _merged_settings(agent, run_model, run_kwargs.get("model_settings")),
@@ -258,11 +276,15 @@ def _agent_data(agent: Agent[Any, Any], run_kwargs: Mapping[str, Any]) -> dict[s
             *agent._system_prompts,  # pyright: ignore[reportPrivateUsage]
             *(r.function for r in agent._system_prompt_functions),  # pyright: ignore[reportPrivateUsage]
         ],
-        "instructions": [
+        "instructions": list(override_instructions.value)
+        if override_instructions is not None
+        else [
             i.instruction
             for i in (*agent._instructions, *agent._cap_instructions)  # pyright: ignore[reportPrivateUsage]
         ],
-        "native_tools": agent._cap_native_tools,  # pyright: ignore[reportPrivateUsage]
+        "native_tools": list(override_native_tools.value)
+        if override_native_tools is not None
+        else agent._cap_native_tools,  # pyright: ignore[reportPrivateUsage]
         "toolsets": list(agent.toolsets),
         "output": _output_data(agent, run_kwargs.get("output_type")),
         "end_strategy": agent.end_strategy,
@@ -297,6 +319,16 @@ def request_digest(
         "history": list(history),
         "extra": key_extra,
     }
+    conversation = run_kwargs.get("conversation")
+    if conversation is not None:
+        # `conversation=` stands in for `message_history=`: key its messages as the history, so the same
+        # messages hit either way, plus the deferred tool calls it carries.
+        try:
+            material["history"] = [*material["history"], *conversation.messages]
+            if conversation.deferred_tool_requests is not None:
+                material["deferred_tool_requests"] = conversation.deferred_tool_requests
+        except AttributeError as exc:
+            raise UnkeyableError(f"cannot read the messages of conversation={type(conversation).__qualname__}") from exc
     return hashlib.sha256(canonical_json(material)).hexdigest()
 
 
