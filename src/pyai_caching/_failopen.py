@@ -14,6 +14,7 @@ __all__ = ("FailOpen",)
 
 logger = logging.getLogger("pyai_caching")
 T = TypeVar("T")
+_FAILED: object = object()
 
 
 @dataclass
@@ -31,6 +32,7 @@ class FailOpen:
     errors: int = 0
     """Failures seen (including skipped operations while the breaker was open)."""
     _open_until: float = field(default=0.0, repr=False)
+    _failed_at: float = field(default=float("-inf"), repr=False)
     _down: bool = field(default=False, repr=False)
 
     @property
@@ -40,9 +42,9 @@ class FailOpen:
 
     async def get(self, key: str) -> tuple[bytes | None, bool]:
         """The entry (or None) and whether the read failed."""
-        errors = self.errors
-        data = await self._call("read", lambda: self.store.get(key), None)
-        return data, self.errors != errors
+        data = await self._call("read", lambda: self.store.get(key), _FAILED)
+        # not `self.errors` before/after: other operations may fail while this one is awaited
+        return (None, True) if data is _FAILED else (data, False)  # type: ignore[return-value]
 
     async def set(self, key: str, value: bytes, ttl: float | None) -> bool:
         """True if the entry was stored."""
@@ -55,11 +57,13 @@ class FailOpen:
         if not self.available:
             self.errors += 1
             return fallback
+        started = self.clock()
         try:
             result = await op()
         except Exception as exc:  # noqa: BLE001 - any store failure (custom stores too) fails open
             self.errors += 1
-            self._open_until = self.clock() + self.cooldown
+            self._failed_at = self.clock()
+            self._open_until = self._failed_at + self.cooldown
             if not self._down:
                 self._down = True
                 logger.warning(
@@ -69,7 +73,7 @@ class FailOpen:
                     exc,
                 )
             return fallback
-        if self._down:
+        if self._down and started >= self._failed_at:  # not an operation already in flight when it failed
             self._down = False
             logger.warning("cache store is reachable again")
         return result

@@ -22,46 +22,63 @@ from .stores import LocalStore, RedisStore, Store
 __all__ = ("Cache", "LoopState", "loop_state")
 
 
-@dataclass
+@dataclass(eq=False)
 class Cache:
     """One store as the front door uses it: fail-open access plus its stats buffer."""
 
     guarded: FailOpen
     stats: StatsBuffer
-    owned: bool
 
 
 @dataclass
 class LoopState:
-    caches: dict[Any, Cache] = field(default_factory=dict)
+    owned: dict[StoreSpec, Cache] = field(default_factory=dict)
+    """Stores opened from configuration: this state closes them."""
+    borrowed: weakref.WeakSet[Cache] = field(default_factory=weakref.WeakSet)
+    """Caches of stores callers passed in: they live on the store, so a dropped store is released."""
     flights: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
     closer: AsyncGenerator[None, None] | None = None
 
     def cache_for(self, spec: StoreSpec | None, store: Store | None) -> Cache:
         """The cache for a configured spec or a caller's store, opened on first use."""
-        ident: Any = ("store", id(store)) if store is not None else spec
-        cache = self.caches.get(ident)
+        if store is None:
+            assert spec is not None
+            cache = self.owned.get(spec)
+            if cache is None:
+                cache = self.owned[spec] = _cache(_open(spec))
+            return cache
+        per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Cache] = store.__dict__.setdefault(
+            "_pyai_caches", weakref.WeakKeyDictionary()
+        )
+        loop = asyncio.get_running_loop()
+        cache = per_loop.get(loop)
         if cache is None:
-            owned = store is None
-            backend = store if store is not None else _open(spec)
-            guarded = FailOpen(backend)
-            cache = Cache(guarded=guarded, stats=StatsBuffer(guarded), owned=owned)
-            self.caches[ident] = cache
+            cache = per_loop[loop] = _cache(store)
+            store._add_close_hook(cache.stats.flush)  # pyright: ignore[reportPrivateUsage]
+            self.borrowed.add(cache)
         return cache
+
+    async def flush(self) -> None:
+        """Write the buffered counters of every cache on this loop now."""
+        for cache in [*self.owned.values(), *self.borrowed]:
+            with contextlib.suppress(Exception):
+                await cache.stats.flush()
 
     async def aclose(self) -> None:
         """Flush counters of every cache and close the stores this state opened."""
-        caches, self.caches = list(self.caches.values()), {}
-        for cache in caches:
+        await self.flush()
+        owned, self.owned = list(self.owned.values()), {}
+        for cache in owned:
             with contextlib.suppress(Exception):
-                await cache.stats.flush()
-            if cache.owned:
-                with contextlib.suppress(Exception):
-                    await cache.guarded.store.aclose()
+                await cache.guarded.store.aclose()
 
 
-def _open(spec: StoreSpec | None) -> Store:
-    assert spec is not None
+def _cache(store: Store) -> Cache:
+    guarded = FailOpen(store)
+    return Cache(guarded=guarded, stats=StatsBuffer(guarded))
+
+
+def _open(spec: StoreSpec) -> Store:
     if spec.kind == "redis":
         return RedisStore.from_url(spec.location)
     return LocalStore(spec.location)  # type: ignore[arg-type]

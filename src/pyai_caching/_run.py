@@ -201,7 +201,8 @@ class _Call:
         if flight is None:
             flight = asyncio.get_running_loop().create_task(self._miss(cache, key))
             state.flights[key] = flight
-            flight.add_done_callback(functools.partial(_land, state.flights, key))
+            # not functools.partial: a task's repr would then include every flight (slow under load)
+            flight.add_done_callback(lambda task: _land(state.flights, key, task))
         entry, data, store_errors = await asyncio.shield(flight)
         if leader:
             errors += store_errors

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 __all__ = ("Store",)
 
@@ -38,5 +39,19 @@ class Store(ABC):
     async def get_counters(self, prefix: str) -> dict[str, dict[str, float]]:
         """Every counter group whose name starts with `prefix`, by name."""
 
-    async def aclose(self) -> None:  # noqa: B027 - optional hook
-        """Release connections and files; the store is not used afterwards."""
+    async def aclose(self) -> None:
+        """Write what is still buffered for this store (counters), then release it; not used afterwards.
+
+        Backends release their connections and files in `_close`, not here.
+        """
+        for hook in self.__dict__.pop("_close_hooks", ()):
+            with contextlib.suppress(Exception):
+                await hook()
+        await self._close()
+
+    async def _close(self) -> None:  # noqa: B027 - optional hook
+        """Backend hook: release connections and files."""
+
+    def _add_close_hook(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run `hook` first when the store is closed (the cache registers its counter flush here)."""
+        self.__dict__.setdefault("_close_hooks", []).append(hook)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -30,6 +31,7 @@ __all__ = ("LocalStore",)
 
 _NEVER = float(2**32)  # mtime meaning "no expiry" (year 2106)
 _COUNTERS_DIR = "_counters"
+_MAX_COMPONENT = 200  # characters; file names are limited to 255 bytes and ".json" is appended
 
 
 @dataclass
@@ -48,6 +50,10 @@ class LocalStore(Store):
     def path_for(self, key: str) -> Path:
         """The file holding `key`: each `:`-separated part of the key is one path component."""
         *dirs, name = (_component(part) for part in key.split(":"))
+        # a directory never ends in ".json", so key "x" (file x.json) and key "x.json:y" (directory x.json) can coexist
+        dirs = [d[:-5] + "%2Ejson" if d.endswith(".json") else d for d in dirs]
+        if dirs and dirs[0] == _COUNTERS_DIR:  # entries stay out of the counters' directory
+            dirs[0] = "%5F" + _COUNTERS_DIR[1:]  # quote() never escapes "_", so this cannot collide
         return self.root.joinpath(*dirs, name + ".json")
 
     async def get(self, key: str) -> bytes | None:
@@ -82,26 +88,35 @@ class LocalStore(Store):
         _write_atomic(path, value, expires)
 
     def _delete(self, key: str) -> bool:
+        path = self.path_for(key)
         try:
-            self.path_for(key).unlink()
-            return True
+            expired = path.stat().st_mtime <= time.time()
+            path.unlink()
         except FileNotFoundError:
             return False
+        return not expired  # an expired entry no longer existed
 
     def _add_counters(self, name: str, counters: Mapping[str, float]) -> None:
         path = self.root / _COUNTERS_DIR / (_component(name) + ".json")
         with self._locked():
-            group = _read_counters(path)
+            group = _read_counters(path)[1]
             for counter, value in counters.items():
                 group[counter] = group.get(counter, 0.0) + value
-            _write_atomic(path, json.dumps(group, sort_keys=True).encode(), _NEVER)
+            # a shortened file name cannot be decoded back to the group's name, so the file keeps it
+            data = {"name": name, "counters": group} if unquote(path.stem) != name else group
+            _write_atomic(path, json.dumps(data, sort_keys=True).encode(), _NEVER)
 
     def _get_counters(self, prefix: str) -> dict[str, dict[str, float]]:
         directory = self.root / _COUNTERS_DIR
         if not directory.is_dir():
             return {}
-        groups = {unquote(p.stem): p for p in directory.glob("*.json")}
-        return {name: _read_counters(p) for name, p in sorted(groups.items()) if name.startswith(prefix)}
+        groups = {}
+        for path in directory.glob("*.json"):
+            name, counters = _read_counters(path)
+            name = unquote(path.stem) if name is None else name
+            if name.startswith(prefix):
+                groups[name] = counters
+        return dict(sorted(groups.items()))
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -124,11 +139,17 @@ async def _off_loop(fn, *args):  # type: ignore[no-untyped-def]
 
 
 def _component(part: str) -> str:
-    """One key part as a safe file name: percent-encoded, never empty, `.` or `..`."""
+    """One key part as a safe file name: percent-encoded, never empty, `.` or `..`, never too long."""
     encoded = quote(part, safe="")
     if not encoded:
         return "%"  # quote() never yields a bare "%", so this cannot collide
-    return encoded.replace(".", "%2E") if encoded.strip(".") == "" else encoded
+    if encoded.strip(".") == "":
+        return encoded.replace(".", "%2E")
+    if len(encoded) > _MAX_COMPONENT:  # readable head + digest of the whole part; quote() never yields "%~"
+        head = encoded[:120]
+        cut = head.find("%", len(head) - 2)  # do not split a %XX escape
+        return (head if cut == -1 else head[:cut]) + "%~" + hashlib.sha256(part.encode()).hexdigest()
+    return encoded
 
 
 def _write_atomic(path: Path, data: bytes, mtime: float) -> None:
@@ -144,11 +165,17 @@ def _write_atomic(path: Path, data: bytes, mtime: float) -> None:
         raise
 
 
-def _read_counters(path: Path) -> dict[str, float]:
+def _read_counters(path: Path) -> tuple[str | None, dict[str, float]]:
+    """The group's name if the file records it, and its counters."""
     try:
         data = json.loads(path.read_bytes())
     except FileNotFoundError:
-        return {}
+        return None, {}
     except ValueError:  # a corrupt counter file restarts from zero rather than failing every run
-        return {}
-    return {str(k): float(v) for k, v in data.items() if isinstance(v, (int, float))} if isinstance(data, dict) else {}
+        return None, {}
+    if not isinstance(data, dict):
+        return None, {}
+    name = None
+    if isinstance(data.get("name"), str) and isinstance(data.get("counters"), dict):  # counters are never strings
+        name, data = data["name"], data["counters"]
+    return name, {str(k): float(v) for k, v in data.items() if isinstance(v, (int, float))}

@@ -34,7 +34,8 @@ class MemoryStore(Store):
         self._entries[key] = (value, None if ttl is None else self.clock() + ttl)
 
     async def delete(self, key: str) -> bool:
-        return self._entries.pop(key, None) is not None
+        entry = self._entries.pop(key, None)
+        return entry is not None and (entry[1] is None or entry[1] > self.clock())  # expired: did not exist
 
     async def add_counters(self, name: str, counters: Mapping[str, float]) -> None:
         group = self._counters[name]

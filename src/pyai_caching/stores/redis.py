@@ -1,15 +1,20 @@
-"""Redis backend on `redis.asyncio`: short timeouts, no client-side retries, one pool per store."""
+"""Redis backend on `redis.asyncio`: short timeouts, no retries but on a dropped connection, one pool per store."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+import redis.exceptions
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from ..exceptions import CacheError, ConfigurationError
 from ._base import Store
@@ -19,6 +24,10 @@ __all__ = ("RedisStore", "REDIS_SCHEMES")
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 _STORE_ERRORS = (RedisError, OSError, TimeoutError)
+_POOL_EXHAUSTED: tuple[type[Exception], ...] = tuple(
+    filter(None, [getattr(redis.exceptions, "MaxConnectionsError", None)])  # redis-py >= 5.3
+)
+T = TypeVar("T")
 
 
 @dataclass
@@ -30,6 +39,9 @@ class RedisStore(Store):
 
     client: Redis
     owns_client: bool = False
+    pool_timeout: float = 0.25
+    """Seconds a command waits for a free pooled connection when all are busy (a burst of runs)."""
+    _closed: bool = dataclasses.field(default=False, init=False, repr=False)
 
     @classmethod
     def from_url(
@@ -43,7 +55,9 @@ class RedisStore(Store):
         """A store owning a new client for `url` (`redis://`, `rediss://` or `unix://`).
 
         `timeout` bounds connecting and every command, so an unreachable or stalled Redis costs a
-        run at most that long. Client-side retries are off: the caller fails open instead.
+        run at most that long. Only a dropped connection is retried (once, at once); otherwise the
+        caller fails open instead. Beyond `max_connections` concurrent commands, a command waits
+        up to `timeout` for a free connection (a burst of runs queues instead of failing).
 
         Raises:
             ConfigurationError: `url` is not a supported Redis URL.
@@ -56,7 +70,10 @@ class RedisStore(Store):
         options: dict[str, Any] = {
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
-            "retry": Retry(NoBackoff(), 0),
+            # One immediate retry on a dropped connection only (server restart, idle timeout, CLIENT KILL):
+            # the pool hands out a dead socket once, and without it that costs a breaker cooldown.
+            # Timeouts are not retried, so a stalled server still costs one `timeout`.
+            "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             "max_connections": max_connections,
             **client_kwargs,
         }
@@ -64,53 +81,64 @@ class RedisStore(Store):
             client = Redis.from_url(url, **options)
         except (ValueError, TypeError) as exc:
             raise ConfigurationError(f"malformed Redis URL {url!r}: {exc}") from exc
-        return cls(client=client, owns_client=True)
+        return cls(client=client, owns_client=True, pool_timeout=timeout)
 
     async def get(self, key: str) -> bytes | None:
-        try:
-            return await self.client.get(key)
-        except _STORE_ERRORS as exc:
-            raise CacheError(f"Redis GET failed: {exc!r}") from exc
+        return await self._call("GET", lambda: self.client.get(key))
 
     async def set(self, key: str, value: bytes, ttl: float | None) -> None:
-        try:
-            await self.client.set(key, value, px=None if ttl is None else max(1, int(ttl * 1000)))
-        except _STORE_ERRORS as exc:
-            raise CacheError(f"Redis SET failed: {exc!r}") from exc
+        px = None if ttl is None else max(1, int(ttl * 1000))
+        await self._call("SET", lambda: self.client.set(key, value, px=px))
 
     async def delete(self, key: str) -> bool:
-        try:
-            return bool(await self.client.delete(key))
-        except _STORE_ERRORS as exc:
-            raise CacheError(f"Redis DEL failed: {exc!r}") from exc
+        return bool(await self._call("DEL", lambda: self.client.delete(key)))
 
     async def add_counters(self, name: str, counters: Mapping[str, float]) -> None:
-        try:
+        async def update() -> None:
             async with self.client.pipeline(transaction=True) as pipe:
                 for field, value in counters.items():
                     pipe.hincrbyfloat(name, field, value)
                 await pipe.execute()
-        except _STORE_ERRORS as exc:
-            raise CacheError(f"Redis HINCRBYFLOAT failed: {exc!r}") from exc
+
+        await self._call("HINCRBYFLOAT", update)
 
     async def get_counters(self, prefix: str) -> dict[str, dict[str, float]]:
-        try:
-            names = [name async for name in self.client.scan_iter(match=_glob_escape(prefix) + "*", count=500)]
+        async def read() -> tuple[list[bytes], list[Any]]:
+            # only hashes: other keys under the prefix (entries, another app's data) are not counter groups
+            match = _glob_escape(prefix) + "*"
+            names = [name async for name in self.client.scan_iter(match=match, count=500, _type="hash")]
             async with self.client.pipeline(transaction=False) as pipe:
                 for name in names:
                     pipe.hgetall(name)
-                groups = await pipe.execute()
-        except _STORE_ERRORS as exc:
-            raise CacheError(f"Redis counter read failed: {exc!r}") from exc
+                return names, await pipe.execute(raise_on_error=False)  # a key replaced meanwhile is skipped
+
+        names, groups = await self._call("counter read", read)
         return {
             name.decode(): {field.decode(): float(value) for field, value in group.items()}
             for name, group in zip(names, groups)
-            if group
+            if isinstance(group, dict) and group
         }
 
-    async def aclose(self) -> None:
+    async def _close(self) -> None:
+        self._closed = True
         if self.owns_client:
             await self.client.aclose()
+
+    async def _call(self, what: str, command: Callable[[], Awaitable[T]]) -> T:
+        if self._closed:  # redis-py would silently open a new connection that nobody closes (a leaked socket)
+            raise CacheError("the Redis store is closed")
+        deadline = None
+        while True:
+            try:
+                return await command()
+            except _POOL_EXHAUSTED as exc:  # every pooled connection is busy: wait a little for one
+                now = time.monotonic()
+                deadline = now + self.pool_timeout if deadline is None else deadline
+                if now >= deadline:
+                    raise CacheError(f"Redis {what} failed: no free connection: {exc!r}") from exc
+                await asyncio.sleep(0.002)  # (not a BlockingConnectionPool: it cannot be used at loop shutdown)
+            except _STORE_ERRORS as exc:
+                raise CacheError(f"Redis {what} failed: {exc!r}") from exc
 
 
 def _glob_escape(text: str) -> str:
