@@ -14,6 +14,7 @@ import re
 import socket
 import time
 import warnings
+from typing import Any
 import weakref
 from collections.abc import Iterator
 from datetime import timedelta
@@ -25,7 +26,8 @@ from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, UserProm
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from pyai_caching import (
-    flush_stats,
+    CachedAgentRunResult,
+    flush,
     CacheError,
     MemoryStore,
     ModelCosts,
@@ -35,6 +37,7 @@ from pyai_caching import (
     cached_agent_run_sync,
 )
 from pyai_caching import _portal
+from pyai_caching._run import _stored
 from pyai_caching._registry import loop_state
 
 
@@ -87,6 +90,11 @@ def cache_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelno >= logging.WARNING]
 
 
+async def cached_run(*args: Any, **kwargs: Any) -> CachedAgentRunResult[Any]:
+    """`cached_agent_run`, returning once a miss's entry is written too (these tests read Redis directly)."""
+    return await _stored(cached_agent_run(*args, **kwargs))
+
+
 def unused_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -109,17 +117,17 @@ def wait_for_client_count(admin: redis.Redis, expected: int, timeout: float = 2.
 
 
 async def test_requested_ttl_is_set_on_the_key(agent: Agent[None, str], admin: redis.Redis, redis_url: str) -> None:
-    result = await cached_agent_run(agent, "q", "ttl", redis_url=redis_url, ttl=60, custom_costs=COSTS)
+    result = await cached_run(agent, "q", "ttl", redis_url=redis_url, ttl=60, custom_costs=COSTS)
     assert result.cache_key is not None
     pttl = admin.pttl(result.cache_key)
     assert 55_000 < pttl <= 60_000
 
-    other = await cached_agent_run(agent, "q2", "ttl", redis_url=redis_url, ttl=timedelta(minutes=2), custom_costs=COSTS)
+    other = await cached_run(agent, "q2", "ttl", redis_url=redis_url, ttl=timedelta(minutes=2), custom_costs=COSTS)
     assert 115_000 < admin.pttl(other.cache_key) <= 120_000
 
 
 async def test_default_ttl_is_15_days(agent: Agent[None, str], admin: redis.Redis, redis_url: str) -> None:
-    result = await cached_agent_run(agent, "q", "ttl", redis_url=redis_url, custom_costs=COSTS)
+    result = await cached_run(agent, "q", "ttl", redis_url=redis_url, custom_costs=COSTS)
     assert FIFTEEN_DAYS_MS - 10_000 < admin.pttl(result.cache_key) <= FIFTEEN_DAYS_MS
 
 
@@ -127,23 +135,23 @@ async def test_ttl_from_the_environment(
     agent: Agent[None, str], admin: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LLM_CACHE_TTL", "120")
-    result = await cached_agent_run(agent, "q", "ttl", redis_url=redis_url, custom_costs=COSTS)
+    result = await cached_run(agent, "q", "ttl", redis_url=redis_url, custom_costs=COSTS)
     assert 115_000 < admin.pttl(result.cache_key) <= 120_000
 
-    explicit = await cached_agent_run(agent, "q2", "ttl", redis_url=redis_url, ttl=30, custom_costs=COSTS)
+    explicit = await cached_run(agent, "q2", "ttl", redis_url=redis_url, ttl=30, custom_costs=COSTS)
     assert 25_000 < admin.pttl(explicit.cache_key) <= 30_000  # the argument wins over the env
 
     monkeypatch.setenv("LLM_CACHE_TTL", "0")  # documented: no expiry
-    forever = await cached_agent_run(agent, "q3", "ttl", redis_url=redis_url, custom_costs=COSTS)
+    forever = await cached_run(agent, "q3", "ttl", redis_url=redis_url, custom_costs=COSTS)
     assert admin.pttl(forever.cache_key) == -1
 
 
 async def test_expired_entry_is_a_miss(agent: Agent[None, str], model: CountingModel, redis_url: str) -> None:
-    first = await cached_agent_run(agent, "q", "ttl", redis_url=redis_url, ttl=1, custom_costs=COSTS)
-    hit = await cached_agent_run(agent, "q", "ttl", redis_url=redis_url, ttl=1, custom_costs=COSTS)
+    first = await cached_run(agent, "q", "ttl", redis_url=redis_url, ttl=1, custom_costs=COSTS)
+    hit = await cached_run(agent, "q", "ttl", redis_url=redis_url, ttl=1, custom_costs=COSTS)
     assert (first.cached, hit.cached, model.calls) == (False, True, 1)
     await asyncio.sleep(1.2)
-    again = await cached_agent_run(agent, "q", "ttl", redis_url=redis_url, ttl=1, custom_costs=COSTS)
+    again = await cached_run(agent, "q", "ttl", redis_url=redis_url, ttl=1, custom_costs=COSTS)
     assert again.cached is False
     assert model.calls == 2
     assert again.output == "answer to q"
@@ -153,7 +161,7 @@ async def test_expired_entry_is_a_miss(agent: Agent[None, str], model: CountingM
 
 
 async def test_key_format_in_redis(agent: Agent[None, str], admin: redis.Redis, redis_url: str) -> None:
-    result = await cached_agent_run(agent, "q", "faq", redis_url=redis_url, custom_costs=COSTS)
+    result = await cached_run(agent, "q", "faq", redis_url=redis_url, custom_costs=COSTS)
     keys = entry_keys(admin)
     assert keys == [result.cache_key]
     match = KEY_RE.match(keys[0])
@@ -161,7 +169,7 @@ async def test_key_format_in_redis(agent: Agent[None, str], admin: redis.Redis, 
     assert admin.type(keys[0]) == b"string"
     assert json.loads(admin.get(keys[0]))["format"] == 1
 
-    await cached_agent_run(agent, "q", "other_task", redis_url=redis_url, custom_costs=COSTS)
+    await cached_run(agent, "q", "other_task", redis_url=redis_url, custom_costs=COSTS)
     digests = {KEY_RE.match(k)["digest"] for k in entry_keys(admin)}  # type: ignore[index]
     assert len(entry_keys(admin)) == 2 and len(digests) == 1  # the task groups entries, the digest is the request
 
@@ -169,17 +177,17 @@ async def test_key_format_in_redis(agent: Agent[None, str], admin: redis.Redis, 
 async def test_namespace_changes_the_prefix(
     agent: Agent[None, str], model: CountingModel, admin: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    result = await cached_agent_run(agent, "q", "faq", redis_url=redis_url, namespace="myapp", custom_costs=COSTS)
+    result = await cached_run(agent, "q", "faq", redis_url=redis_url, namespace="myapp", custom_costs=COSTS)
     assert result.cache_key is not None and result.cache_key.startswith("myapp:v1:faq:")
     assert entry_keys(admin, "myapp") == [result.cache_key]
     assert entry_keys(admin) == []
 
     monkeypatch.setenv("LLM_CACHE_NAMESPACE", "fromenv")
-    env = await cached_agent_run(agent, "q", "faq", redis_url=redis_url, custom_costs=COSTS)
+    env = await cached_run(agent, "q", "faq", redis_url=redis_url, custom_costs=COSTS)
     assert env.cache_key is not None and env.cache_key.startswith("fromenv:v1:faq:")
     assert env.cached is False and model.calls == 2  # namespaces do not share entries
 
-    await flush_stats()
+    await flush()
     assert admin.hgetall("myapp:stats:faq")[b"misses"] == b"1"
     assert admin.hgetall("fromenv:stats:faq")[b"misses"] == b"1"
 
@@ -187,8 +195,8 @@ async def test_namespace_changes_the_prefix(
 async def test_unix_socket_url(agent: Agent[None, str], model: CountingModel, admin: redis.Redis, redis_server) -> None:  # type: ignore[no-untyped-def]
     url = redis_server.unix_url
     assert url.startswith("unix://")
-    first = await cached_agent_run(agent, "q", "unix", redis_url=url, custom_costs=COSTS)
-    second = await cached_agent_run(agent, "q", "unix", redis_url=url, custom_costs=COSTS)
+    first = await cached_run(agent, "q", "unix", redis_url=url, custom_costs=COSTS)
+    second = await cached_run(agent, "q", "unix", redis_url=url, custom_costs=COSTS)
     assert (first.cached, second.cached, model.calls) == (False, True, 1)
     assert second.output == "answer to q"
     assert entry_keys(admin) == [first.cache_key]  # the same server, seen over TCP
@@ -205,7 +213,7 @@ async def test_redis_down_fails_open(
     started = time.perf_counter()
     for i in range(5):
         call_started = time.perf_counter()
-        result = await cached_agent_run(agent, "q", "down", redis_url=url, custom_costs=COSTS)
+        result = await cached_run(agent, "q", "down", redis_url=url, custom_costs=COSTS)
         assert time.perf_counter() - call_started < 1.0, f"call {i} waited too long"
         assert result.output == "answer to q"
         assert result.cached is False
@@ -232,9 +240,9 @@ async def test_redis_stalled_fails_open_quickly(
     try:
         url = f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0"
         started = time.perf_counter()
-        first = await cached_agent_run(agent, "q", "stalled", redis_url=url, custom_costs=COSTS)
+        first = await cached_run(agent, "q", "stalled", redis_url=url, custom_costs=COSTS)
         first_elapsed = time.perf_counter() - started  # one 0.25 s timeout: timeouts are not retried
-        second = await cached_agent_run(agent, "q", "stalled", redis_url=url, custom_costs=COSTS)
+        second = await cached_run(agent, "q", "stalled", redis_url=url, custom_costs=COSTS)
         total = time.perf_counter() - started
     finally:
         for writer in writers:
@@ -257,14 +265,14 @@ async def test_redis_paused_midway_fails_open_then_recovers(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, logger=LOGGER)
-    await cached_agent_run(agent, "q", "paused", redis_url=redis_url, custom_costs=COSTS)
-    assert (await cached_agent_run(agent, "q", "paused", redis_url=redis_url, custom_costs=COSTS)).cached
+    await cached_run(agent, "q", "paused", redis_url=redis_url, custom_costs=COSTS)
+    assert (await cached_run(agent, "q", "paused", redis_url=redis_url, custom_costs=COSTS)).cached
 
     with redis_server.client() as pauser:
         pauser.execute_command("CLIENT", "PAUSE", 600, "ALL")  # every client's commands now block server-side
     try:
         started = time.perf_counter()
-        during = await cached_agent_run(agent, "q", "paused", redis_url=redis_url, custom_costs=COSTS)
+        during = await cached_run(agent, "q", "paused", redis_url=redis_url, custom_costs=COSTS)
         elapsed = time.perf_counter() - started
     finally:
         with redis_server.client() as unpauser:  # paused too: returns once the pause is over
@@ -275,12 +283,12 @@ async def test_redis_paused_midway_fails_open_then_recovers(
     assert len(cache_warnings(caplog)) == 1
 
     # the breaker keeps skipping the store for its cooldown: still a miss, no new warning
-    assert (await cached_agent_run(agent, "q", "paused", redis_url=redis_url, custom_costs=COSTS)).cached is False
+    assert (await cached_run(agent, "q", "paused", redis_url=redis_url, custom_costs=COSTS)).cached is False
     assert model.calls == 3
     # after the cooldown (fast-forwarded) the store is used again and the recovery is logged
     for cache in (await loop_state()).owned.values():
         cache.guarded.clock = lambda: time.monotonic() + 3600
-    after = await cached_agent_run(agent, "q", "paused", redis_url=redis_url, custom_costs=COSTS)
+    after = await cached_run(agent, "q", "paused", redis_url=redis_url, custom_costs=COSTS)
     assert after.cached is True and model.calls == 3
     messages = cache_warnings(caplog)
     assert len(messages) == 2 and "reachable again" in messages[1]
@@ -290,10 +298,10 @@ async def test_killed_connections_are_replaced(
     agent: Agent[None, str], model: CountingModel, admin: redis.Redis, redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger=LOGGER)
-    await cached_agent_run(agent, "q", "killed", redis_url=redis_url, custom_costs=COSTS)
+    await cached_run(agent, "q", "killed", redis_url=redis_url, custom_costs=COSTS)
     killed = admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
     assert killed >= 1
-    result = await cached_agent_run(agent, "q", "killed", redis_url=redis_url, custom_costs=COSTS)
+    result = await cached_run(agent, "q", "killed", redis_url=redis_url, custom_costs=COSTS)
     assert result.output == "answer to q"
     assert result.cached is True and model.calls == 1  # the dead pooled connection is noticed and replaced
     assert cache_warnings(caplog) == []
@@ -303,24 +311,26 @@ async def test_corrupt_entry_is_a_miss_and_gets_overwritten(
     agent: Agent[None, str], model: CountingModel, admin: redis.Redis, redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger=LOGGER)
-    first = await cached_agent_run(agent, "q", "corrupt", redis_url=redis_url, custom_costs=COSTS)
+    first = await cached_run(agent, "q", "corrupt", redis_url=redis_url, custom_costs=COSTS)
     key = first.cache_key
     assert key is not None
     for garbage in (b"\x00\xffnot json at all", b'{"format": 99}', b'{"format": 1, "run": 42}'):
+        await flush()  # the previous miss's entry is written just after the call returns
         admin.set(key, garbage)
-        result = await cached_agent_run(agent, "q", "corrupt", redis_url=redis_url, custom_costs=COSTS)
+        result = await cached_run(agent, "q", "corrupt", redis_url=redis_url, custom_costs=COSTS)
+        await flush()
         assert result.cached is False
         assert result.output == "answer to q"
         stored = json.loads(admin.get(key))
         assert stored["format"] == 1  # overwritten with a valid entry...
         assert 0 < admin.pttl(key) <= FIFTEEN_DAYS_MS  # ...with a TTL again
     assert model.calls == 4
-    assert (await cached_agent_run(agent, "q", "corrupt", redis_url=redis_url, custom_costs=COSTS)).cached
+    assert (await cached_run(agent, "q", "corrupt", redis_url=redis_url, custom_costs=COSTS)).cached
     assert model.calls == 4
     unreadable = [m for m in cache_warnings(caplog) if "unreadable cache entry" in m]
     assert len(unreadable) == 3
 
-    await flush_stats()
+    await flush()
     stats = TaskStats.from_counters({k.decode(): float(v) for k, v in admin.hgetall("pyai_caching:stats:corrupt").items()})
     assert (stats.misses, stats.hits, stats.errors) == (4, 1, 3)
 
@@ -333,7 +343,7 @@ async def test_concurrent_identical_runs_call_the_model_once(admin: redis.Redis,
     agent = Agent(FunctionModel(slow, model_name=MODEL_NAME))
     started = time.perf_counter()
     results = await asyncio.gather(
-        *(cached_agent_run(agent, "same question", "burst", redis_url=redis_url, custom_costs=COSTS) for _ in range(20))
+        *(cached_run(agent, "same question", "burst", redis_url=redis_url, custom_costs=COSTS) for _ in range(20))
     )
     assert time.perf_counter() - started < 2.0
     assert slow.calls == 1
@@ -342,7 +352,7 @@ async def test_concurrent_identical_runs_call_the_model_once(admin: redis.Redis,
     assert len({id(r) for r in results}) == 20
     assert len(entry_keys(admin)) == 1
 
-    await flush_stats()
+    await flush()
     stats = admin.hgetall("pyai_caching:stats:burst")
     assert (float(stats[b"hits"]), float(stats[b"misses"])) == (19.0, 1.0)
 
@@ -355,9 +365,9 @@ async def test_burst_beyond_the_connection_limit_queues(
     store = RedisStore.from_url(redis_url, max_connections=4)
     try:
         prompts = [f"q{i}" for i in range(40)]
-        first = await asyncio.gather(*(cached_agent_run(agent, p, "wide", store=store, custom_costs=COSTS) for p in prompts))
-        second = await asyncio.gather(*(cached_agent_run(agent, p, "wide", store=store, custom_costs=COSTS) for p in prompts))
-        await flush_stats()
+        first = await asyncio.gather(*(cached_run(agent, p, "wide", store=store, custom_costs=COSTS) for p in prompts))
+        second = await asyncio.gather(*(cached_run(agent, p, "wide", store=store, custom_costs=COSTS) for p in prompts))
+        await flush()
     finally:
         await store.aclose()
     assert [r.output for r in first] == [r.output for r in second] == [f"answer to {p}" for p in prompts]
@@ -374,12 +384,12 @@ async def test_stats_add_up_across_two_clients(agent: Agent[None, str], model: C
     try:
         plan = [(a, "q1", False), (b, "q1", True), (b, "q2", False), (a, "q2", True), (a, "q1", True), (b, "q3", False)]
         for store, prompt, cached in plan:
-            result = await cached_agent_run(agent, prompt, "shared", store=store, custom_costs=COSTS)
+            result = await cached_run(agent, prompt, "shared", store=store, custom_costs=COSTS)
             assert result.cached is cached, (prompt, cached)
         assert model.calls == 3
         assert admin.exists("pyai_caching:stats:shared") == 0  # still buffered in memory
 
-        await flush_stats()
+        await flush()
         groups = await a.get_counters("pyai_caching:stats:")
         assert groups == await b.get_counters("pyai_caching:stats:")
         assert set(groups) == {"pyai_caching:stats:shared"}
@@ -390,8 +400,8 @@ async def test_stats_add_up_across_two_clients(agent: Agent[None, str], model: C
         assert stats.time_saved > 0
 
         # a second round from the other client keeps adding up
-        await cached_agent_run(agent, "q3", "shared", store=a, custom_costs=COSTS)
-        await flush_stats()
+        await cached_run(agent, "q3", "shared", store=a, custom_costs=COSTS)
+        await flush()
         assert (await b.get_counters("pyai_caching:stats:shared"))["pyai_caching:stats:shared"]["hits"] == 4.0
     finally:
         await a.aclose()
@@ -399,8 +409,8 @@ async def test_stats_add_up_across_two_clients(agent: Agent[None, str], model: C
 
 
 async def test_stats_are_flushed_by_the_timer(agent: Agent[None, str], admin: redis.Redis, redis_url: str) -> None:
-    await cached_agent_run(agent, "q", "timer", redis_url=redis_url, custom_costs=COSTS)
-    await cached_agent_run(agent, "q", "timer", redis_url=redis_url, custom_costs=COSTS)
+    await cached_run(agent, "q", "timer", redis_url=redis_url, custom_costs=COSTS)
+    await cached_run(agent, "q", "timer", redis_url=redis_url, custom_costs=COSTS)
     await asyncio.sleep(0.7)
     assert {k: float(v) for k, v in admin.hgetall("pyai_caching:stats:timer").items() if k in (b"hits", b"misses")} == {
         b"hits": 1.0,
@@ -422,7 +432,7 @@ def test_sync_calls_reuse_connections(agent: Agent[None, str], model: CountingMo
     assert after <= before + 3, (before, after)
     assert model.calls == 6
 
-    _portal.run(flush_stats())  # the sync calls' counters, buffered on the background loop
+    _portal.run(flush())  # the sync calls' counters, buffered on the background loop
     stats = admin.hgetall("pyai_caching:stats:sync")
     assert (float(stats[b"misses"]), float(stats[b"hits"])) == (6.0, 25.0)
 
@@ -430,11 +440,11 @@ def test_sync_calls_reuse_connections(agent: Agent[None, str], model: CountingMo
 async def test_sync_call_inside_a_running_loop(agent: Agent[None, str], model: CountingModel, redis_url: str) -> None:
     first = cached_agent_run_sync(agent, "q", "inside", redis_url=redis_url, custom_costs=COSTS)
     second = cached_agent_run_sync(agent, "q", "inside", redis_url=redis_url, custom_costs=COSTS)
-    third = await cached_agent_run(agent, "q", "inside", redis_url=redis_url, custom_costs=COSTS)  # this loop's client
+    third = await cached_run(agent, "q", "inside", redis_url=redis_url, custom_costs=COSTS)  # this loop's client
     assert (first.cached, second.cached, third.cached) == (False, True, True)
     assert model.calls == 1
     assert third.output == "answer to q"
-    _portal.run(flush_stats())  # leave nothing buffered for interpreter exit (the server is gone by then)
+    _portal.run(flush())  # leave nothing buffered for interpreter exit (the server is gone by then)
 
 
 def test_asyncio_run_twice_leaks_nothing(agent: Agent[None, str], model: CountingModel, admin: redis.Redis, redis_url: str) -> None:
@@ -443,7 +453,7 @@ def test_asyncio_run_twice_leaks_nothing(agent: Agent[None, str], model: Countin
         warnings.simplefilter("always")
         results = []
         for _ in range(2):
-            results.append(asyncio.run(cached_agent_run(agent, "q", "runs", redis_url=redis_url, custom_costs=COSTS)))
+            results.append(asyncio.run(cached_run(agent, "q", "runs", redis_url=redis_url, custom_costs=COSTS)))
             gc.collect()
             assert wait_for_client_count(admin, baseline) == baseline  # the loop's connections were closed
     leaks = [w for w in caught if issubclass(w.category, ResourceWarning)]
@@ -460,7 +470,7 @@ def test_closing_your_own_store_leaks_nothing(agent: Agent[None, str], admin: re
 
     async def main() -> None:
         store = RedisStore.from_url(redis_url)
-        await cached_agent_run(agent, "q", "own", store=store, custom_costs=COSTS)
+        await cached_run(agent, "q", "own", store=store, custom_costs=COSTS)
         await store.aclose()
 
     with warnings.catch_warnings(record=True) as caught:
@@ -498,8 +508,8 @@ def test_a_store_per_call_is_not_retained(agent: Agent[None, str]) -> None:
 def test_counters_are_kept_when_the_caller_closes_its_store(agent: Agent[None, str], admin: redis.Redis, redis_url: str) -> None:
     async def main() -> None:
         store = RedisStore.from_url(redis_url)
-        await cached_agent_run(agent, "q", "closed", store=store, custom_costs=COSTS)
-        await cached_agent_run(agent, "q", "closed", store=store, custom_costs=COSTS)
+        await cached_run(agent, "q", "closed", store=store, custom_costs=COSTS)
+        await cached_run(agent, "q", "closed", store=store, custom_costs=COSTS)
         await store.aclose()
 
     asyncio.run(main())

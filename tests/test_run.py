@@ -16,6 +16,7 @@ from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, Text
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.usage import RequestUsage
 
+from pyai_caching._run import _stored as stored
 from pyai_caching import (
     CacheError,
     CachedAgentRunResult,
@@ -242,12 +243,12 @@ async def test_env_dir_selects_the_embedded_store(
 async def test_corrupt_entry_is_a_miss_and_is_overwritten(
     agent: Agent[None, Profile], model: CountingModel, memory: MemoryStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    first = await cached_agent_run(agent, "q", "profile", store=memory)
+    first = await stored(cached_agent_run(agent, "q", "profile", store=memory))
     assert first.cache_key is not None
     await memory.set(first.cache_key, b"\x00not json", None)
 
     with caplog.at_level(logging.WARNING, logger="pyai_caching"):
-        again = await cached_agent_run(agent, "q", "profile", store=memory)
+        again = await stored(cached_agent_run(agent, "q", "profile", store=memory))
     assert not again.cached and model.calls == 2
     assert "unreadable cache entry" in caplog.text
     third = await cached_agent_run(agent, "q", "profile", store=memory)
@@ -255,7 +256,7 @@ async def test_corrupt_entry_is_a_miss_and_is_overwritten(
 
 
 async def test_entry_that_no_longer_validates_is_a_miss_and_is_overwritten(model: CountingModel, memory: MemoryStore) -> None:
-    first = await cached_agent_run(Agent(model.model, output_type=Profile), "q", "profile", store=memory)
+    first = await stored(cached_agent_run(Agent(model.model, output_type=Profile), "q", "profile", store=memory))
 
     class Profile2(BaseModel):  # same JSON schema (so the same key), stricter validation
         model_config = {"title": "Profile"}
@@ -271,7 +272,7 @@ async def test_entry_that_no_longer_validates_is_a_miss_and_is_overwritten(model
             return value
 
     stricter = Agent(model.model, output_type=Profile2)
-    result = await cached_agent_run(stricter, "q", "profile", store=memory)
+    result = await stored(cached_agent_run(stricter, "q", "profile", store=memory))
     assert result.cache_key == first.cache_key
     assert not result.cached and model.calls == 2
     assert isinstance(result.output, Profile2)
@@ -282,7 +283,7 @@ async def test_entry_that_no_longer_validates_is_a_miss_and_is_overwritten(model
 async def test_expired_entry_is_a_miss(agent: Agent[None, Profile], model: CountingModel) -> None:
     now = [1000.0]
     store = MemoryStore(clock=lambda: now[0])
-    await cached_agent_run(agent, "q", "profile", store=store, ttl=60)
+    await stored(cached_agent_run(agent, "q", "profile", store=store, ttl=60))
     now[0] += 59
     assert (await cached_agent_run(agent, "q", "profile", store=store)).cached
     now[0] += 2
@@ -309,7 +310,7 @@ async def test_a_broken_store_never_fails_the_run_and_warns_once(
 ) -> None:
     broken = BrokenStore()
     with caplog.at_level(logging.WARNING, logger="pyai_caching"):
-        results = [await cached_agent_run(agent, "q", "profile", store=broken) for _ in range(5)]
+        results = [await stored(cached_agent_run(agent, "q", "profile", store=broken)) for _ in range(5)]
     assert all(isinstance(r.output, Profile) and not r.cached for r in results)
     assert model.calls == 5
     assert caplog.text.count("running without the cache") == 1
@@ -413,3 +414,51 @@ async def test_settings_are_part_of_the_key(agent: Agent[None, Profile], model: 
     assert (other.cached, same.cached) == (False, True)
 
 
+
+
+# --- the write after a miss -------------------------------------------------------------------
+
+
+class GatedStore(MemoryStore):
+    """A store whose writes wait until the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def set(self, key: str, value: bytes, ttl: float | None) -> None:
+        await self.gate.wait()
+        await super().set(key, value, ttl)
+
+
+class SlowWriteStore(MemoryStore):
+    async def set(self, key: str, value: bytes, ttl: float | None) -> None:
+        await asyncio.sleep(0.05)
+        await super().set(key, value, ttl)
+
+
+async def test_a_miss_returns_before_its_entry_is_written_and_flush_waits_for_it(
+    agent: Agent[None, Profile], model: CountingModel
+) -> None:
+    from pyai_caching import flush
+
+    store = GatedStore()
+    result = await cached_agent_run(agent, "q", "profile", store=store)  # would hang if it awaited the write
+    assert not result.cached and store._entries == {}
+    meanwhile = await cached_agent_run(agent, "q", "profile", store=store)  # shares the answer in flight
+    assert meanwhile.cached and model.calls == 1
+    store.gate.set()
+    await flush()
+    assert result.cache_key in store._entries
+
+
+def test_the_end_of_asyncio_run_does_not_lose_a_pending_write(agent: Agent[None, Profile]) -> None:
+    store = SlowWriteStore()
+    result = asyncio.run(cached_agent_run(agent, "q", "profile", store=store))
+    assert result.cache_key in store._entries
+
+
+def test_sync_returns_with_its_entry_written(agent: Agent[None, Profile]) -> None:
+    store = SlowWriteStore()
+    result = cached_agent_run_sync(agent, "q", "profile", store=store)
+    assert result.cache_key in store._entries

@@ -5,7 +5,7 @@
 """
 
 from . import costs, recorders, stats
-from ._reports import flush_stats, get_stats, get_stats_sync
+from ._reports import flush, get_stats, get_stats_sync
 from ._result import CachedAgentRunResult
 from ._run import cached_agent_run, cached_agent_run_sync
 from .costs import DEFAULT_COSTS, ModelCosts, Price, price_usage
@@ -20,7 +20,7 @@ __all__ = (
     "CachedAgentRunResult",
     "get_stats",
     "get_stats_sync",
-    "flush_stats",
+    "flush",
     "ModelCosts",
     "DEFAULT_COSTS",
     "Price",

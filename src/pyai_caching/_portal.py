@@ -37,7 +37,12 @@ def _start() -> asyncio.AbstractEventLoop:
 def _serve(loop: asyncio.AbstractEventLoop) -> None:
     asyncio.set_event_loop(loop)
     loop.run_forever()
-    # stopped: finalize async generators (this closes the stores opened on this loop), then close
+    # stopped, as `asyncio.run` ends: cancel what is left (writes of paid answers finish first), then
+    # finalize async generators (this closes the stores opened on this loop), then close
+    tasks = asyncio.all_tasks(loop)
+    for task in tasks:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
     loop.run_until_complete(loop.shutdown_asyncgens())
     loop.close()
 

@@ -36,7 +36,8 @@ class LoopState:
     """Stores opened from configuration: this state closes them."""
     borrowed: weakref.WeakSet[Cache] = field(default_factory=weakref.WeakSet)
     """Caches of stores callers passed in: they live on the store, so a dropped store is released."""
-    flights: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
+    flights: dict[str, Any] = field(default_factory=dict)
+    """Misses in flight by key (`_run._Flight`)."""
     closer: AsyncGenerator[None, None] | None = None
 
     def cache_for(self, spec: StoreSpec | None, store: Store | None) -> Cache:
@@ -59,7 +60,10 @@ class LoopState:
         return cache
 
     async def flush(self) -> None:
-        """Write the buffered counters of every cache on this loop now."""
+        """Wait for answers being stored, then write the buffered counters of every cache on this loop."""
+        writes = [flight.task for flight in self.flights.values()]
+        if writes:
+            await asyncio.gather(*writes, return_exceptions=True)
         for cache in [*self.owned.values(), *self.borrowed]:
             with contextlib.suppress(Exception):
                 await cache.stats.flush()

@@ -10,14 +10,16 @@ from ._registry import loop_state
 from .stats import StatsReport, stats_group, stats_prefix
 from .stores import Store
 
-__all__ = ("get_stats", "get_stats_sync", "flush_stats")
+__all__ = ("get_stats", "get_stats_sync", "flush")
 
 
-async def flush_stats() -> None:
-    """Write the counters this event loop still buffers (they are batched for ~0.5 s off the hit path).
+async def flush() -> None:
+    """Finish what this event loop still has pending: answers being stored, and buffered counters.
 
-    Closing a store (`await store.aclose()`) and the end of an `asyncio.run` flush too; call this
-    before a process exits some other way.
+    A miss returns as soon as the model has answered; its entry is written right after (~1 ms), and
+    counters are batched for ~0.5 s off the hit path. Closing a store (`await store.aclose()`) and
+    the end of an `asyncio.run` finish them too; call this to be sure, e.g. before reading the store
+    directly or before a process exits some other way.
     """
     await (await loop_state()).flush()
 

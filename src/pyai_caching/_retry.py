@@ -165,8 +165,20 @@ async def call_with_backoff(fn: Callable[[], Awaitable[T]], backoff: Backoff) ->
         BaseException: any non-retryable error from `fn`, unchanged and immediately.
     """
 
+    # Fast path: the first attempt runs without tenacity (its setup costs more than a cache hit).
+    try:
+        return await fn()
+    except Exception as exc:  # noqa: BLE001 - classified right below
+        if not is_retryable(exc):
+            raise
+        first_error: BaseException | None = exc
+
     async def attempt() -> T:
         # A coroutine function, so tenacity awaits it inside the attempt: `fn` may be a lambda returning a coroutine.
+        nonlocal first_error
+        if first_error is not None:  # replay the first attempt's failure so tenacity accounts for it
+            error, first_error = first_error, None
+            raise error
         return await fn()
 
     async def sleep(seconds: float) -> None:

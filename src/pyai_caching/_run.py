@@ -11,7 +11,8 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -78,6 +79,8 @@ async def cached_agent_run(
 
     Returns:
         A `CachedAgentRunResult`: a real `AgentRunResult` plus `.cost`, `.saved_cost`, `.model`, `.cached`.
+        On a miss it returns as soon as the model has answered; the entry is written right after
+        (concurrent identical calls meanwhile share the answer; `await flush()` waits for the write).
 
     Raises:
         ConfigurationError: no store is configured, or its URL is not a Redis URL.
@@ -112,9 +115,19 @@ def cached_agent_run_sync(
     """Blocking `cached_agent_run`, same arguments. Works in scripts and inside a running event loop.
 
     Runs on one long-lived background event loop shared by every sync call, so its Redis
-    connections are reused across calls and never bound to a loop that has closed.
+    connections are reused across calls and never bound to a loop that has closed. Unlike the
+    async version, it returns only once a miss's entry is written.
     """
-    return _portal.run(cached_agent_run(agent, prompt, task_name, **kwargs))
+    return _portal.run(_stored(cached_agent_run(agent, prompt, task_name, **kwargs)))
+
+
+async def _stored(run: Coroutine[Any, Any, CachedAgentRunResult[Any]]) -> CachedAgentRunResult[Any]:
+    """`run`'s result once its entry is also written: a sync call returns with its answer stored."""
+    result = await run
+    flight = (await loop_state()).flights.get(result.cache_key) if result.cache_key else None
+    if flight is not None:
+        await asyncio.gather(asyncio.shield(flight.task), return_exceptions=True)
+    return result
 
 
 class _Call:
@@ -197,30 +210,45 @@ class _Call:
                 return await self._finish(cache, namespace, key, entry, hit=True, errors=errors, started=started)
 
         flight = state.flights.get(key)
-        leader = flight is None
-        if flight is None:
-            flight = asyncio.get_running_loop().create_task(self._miss(cache, key))
-            state.flights[key] = flight
-            # not functools.partial: a task's repr would then include every flight (slow under load)
-            flight.add_done_callback(lambda task: _land(state.flights, key, task))
-        entry, data, store_errors = await asyncio.shield(flight)
-        if leader:
-            errors += store_errors
-        elif data is not None:  # a follower gets its own copy of the leader's answer
+        if flight is None:  # the leader: the model is called once for everyone asking meanwhile
+            flight = _Flight.start(state.flights, key, lambda f: self._miss(cache, namespace, key, f))
+            entry = await flight.answer  # only the leader awaits it: cancelling it cancels no one else
+            return await self._finish(cache, namespace, key, entry, hit=False, errors=errors, started=started)
+        entry, data = await asyncio.shield(flight.encoded)
+        if data is not None:  # a follower gets its own copy of the leader's answer
             entry = decode(data, self.output_type)
-        return await self._finish(cache, namespace, key, entry, hit=not leader, errors=errors, started=started)
+        return await self._finish(cache, namespace, key, entry, hit=True, errors=errors, started=started)
 
-    async def _miss(self, cache: Cache, key: str) -> tuple[CachedRun[Any], bytes | None, int]:
-        """Call the model (with backoff), then store the answer. Runs as its own task: it finishes even
-        if every caller waiting on it is cancelled, so a paid response is always stored."""
-        entry = await self._call_model()
+    async def _miss(self, cache: Cache, namespace: str, key: str, flight: _Flight) -> None:
+        """Call the model (with backoff), hand the answer to the leader, then encode and store it.
+
+        Runs as its own task, so it finishes even if every caller waiting on it is cancelled, and the
+        leader does not wait for encoding and writing. The write is completed even when the loop
+        is shutting down (the end of `asyncio.run`), so a paid response is always stored.
+        """
+        try:
+            entry = await self._call_model()
+        except BaseException as exc:
+            flight.fail(exc)
+            raise
+        if not flight.answer.done():  # the leader may have been cancelled
+            flight.answer.set_result(entry)
+        await asyncio.sleep(0)  # let the leader return its answer before the encoding below
         try:
             data: bytes | None = encode(entry, self.output_type)
         except Exception as exc:  # noqa: BLE001 - an unencodable output is returned, just not cached
             logger.warning("cannot encode the run for %s, it will not be cached: %s", key, exc)
-            return entry, None, 1
-        stored = await cache.guarded.set(key, data, self.ttl)
-        return entry, data, 0 if stored else 1
+            data = None
+        flight.encoded.set_result((entry, data))
+        stored = False
+        if data is not None:
+            try:
+                stored = await cache.guarded.set(key, data, self.ttl)
+            except asyncio.CancelledError:
+                await cache.guarded.set(key, data, self.ttl)
+                raise
+        if not stored:
+            cache.stats.add(stats_group(namespace, self.task_name), {"errors": 1})
 
     async def _call_model(self) -> CachedRun[Any]:
         started = time.perf_counter()
@@ -301,12 +329,51 @@ class _Call:
         )
 
 
-def _land(flights: dict[str, asyncio.Task[Any]], key: str, task: asyncio.Task[Any]) -> None:
-    """Forget a finished flight and consume its exception (its callers saw it, or all were cancelled)."""
-    if flights.get(key) is task:
-        del flights[key]
-    if not task.cancelled():
-        task.exception()
+@dataclass(eq=False)
+class _Flight:
+    """One miss in flight: `answer` when the model has answered (the leader's), `encoded` when the entry's
+    bytes are ready too (the followers'), `task` when it is also stored."""
+
+    answer: asyncio.Future[CachedRun[Any]]
+    encoded: asyncio.Future[tuple[CachedRun[Any], bytes | None]]
+    task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def start(
+        cls,
+        flights: dict[str, _Flight],
+        key: str,
+        work: Callable[[_Flight], Coroutine[Any, Any, None]],
+    ) -> _Flight:
+        loop = asyncio.get_running_loop()
+        flight = cls(answer=loop.create_future(), encoded=loop.create_future())
+        flight.task = loop.create_task(work(flight))
+        flights[key] = flight
+        for future in (flight.answer, flight.encoded, flight.task):
+            future.add_done_callback(_consume)
+        flight.task.add_done_callback(lambda _: flight._land(flights, key))
+        return flight
+
+    def fail(self, exc: BaseException) -> None:
+        """The model call failed: everyone waiting gets its error (or is cancelled with it)."""
+        for future in (self.answer, self.encoded):
+            if future.done():
+                continue
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(exc)
+
+    def _land(self, flights: dict[str, _Flight], key: str) -> None:
+        """Forget the finished flight."""
+        if flights.get(key) is self:
+            del flights[key]
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Mark a finished future's exception as retrieved (its callers saw it, or none was left waiting)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _check_prompt(prompt: Any) -> None:
