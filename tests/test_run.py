@@ -231,7 +231,7 @@ async def test_env_dir_selects_the_embedded_store(
     agent: Agent[None, Profile], model: CountingModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LLM_CACHE_DIR", str(tmp_path / "cache"))
-    await cached_agent_run(agent, "q", "profile")
+    await stored(cached_agent_run(agent, "q", "profile"))
     hit = await cached_agent_run(agent, "q", "profile")
     assert hit.cached and model.calls == 1
     assert list((tmp_path / "cache" / "pyai_caching" / "v1" / "profile").glob("*.json"))

@@ -68,10 +68,21 @@ def _output_data_type(output_type: Any) -> Any:
 
 
 def _adapter(output_type: Any) -> type[_Envelope[Any]]:
+    spec = tuple(output_type) if isinstance(output_type, list) else output_type  # `[A, B]`, hashable
+    try:
+        return _spec_adapter(spec)
+    except TypeError:  # an unhashable spec: resolved on every call
+        return _build_adapter(spec)
+
+
+def _build_adapter(output_type: Any) -> type[_Envelope[Any]]:
     try:
         return _envelope_adapter(_output_data_type(output_type))
-    except TypeError:  # an unhashable output spec: validate the output loosely
+    except TypeError:  # no type to validate against: validate the output loosely
         return _envelope_adapter(Any)
+
+
+_spec_adapter = functools.lru_cache(maxsize=512)(_build_adapter)
 
 
 def encode(entry: CachedRun[Any], output_type: Any) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -104,6 +105,11 @@ def resolve_namespace(namespace: str | None) -> str:
         ValueError: the namespace is empty or contains whitespace or `:`.
     """
     value = namespace if namespace is not None else os.environ.get(ENV_NAMESPACE) or DEFAULT_NAMESPACE
-    if not isinstance(value, str) or not value or ":" in value or any(c.isspace() for c in value):
+    if not isinstance(value, str) or not _valid_namespace(value):
         raise ValueError(f"namespace must be a non-empty string without ':' or whitespace, got {value!r}")
     return value
+
+
+@functools.lru_cache(maxsize=64)
+def _valid_namespace(value: str) -> bool:
+    return bool(value) and ":" not in value and not any(c.isspace() for c in value)

@@ -42,8 +42,9 @@ async def get_stats(
     """
     namespace = resolve_namespace(namespace)
     spec = None if store is not None else resolve_store_spec(redis_url)
-    cache = (await loop_state()).cache_for(spec, store)
-    await cache.stats.flush()
+    state = await loop_state()
+    cache = state.cache_for(spec, store)
+    await state.flush()
     prefix = stats_group(namespace, task_name) if task_name is not None else stats_prefix(namespace)
     groups = await cache.guarded.store.get_counters(prefix)
     if task_name is not None:

@@ -93,7 +93,7 @@ async def cached_agent_run(
         task_name,
         message_history=message_history,
         ttl=ttl,
-        backoff=Backoff(initial_wait=initial_wait, max_wait=max_wait),
+        backoff=_backoff(initial_wait, max_wait),
         expense_recorder=expense_recorder,
         custom_costs=custom_costs,
         key_extra=key_extra,
@@ -164,10 +164,7 @@ class _Call:
     ) -> _Call:
         if not isinstance(agent, AbstractAgent):
             raise TypeError(f"agent must be a pydantic_ai Agent, not {type(agent).__name__}")
-        if not isinstance(task_name, str) or not task_name.strip():
-            raise ValueError("task_name must be a non-empty string")
-        if ":" in task_name or any(c.isspace() or not c.isprintable() for c in task_name):
-            raise ValueError(f"task_name {task_name!r} must not contain ':', whitespace or control characters")
+        _check_task_name(task_name)
         _check_prompt(prompt)
         history = to_messages(message_history)
         if _is_empty(prompt) and not history:
@@ -376,6 +373,18 @@ def _consume(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+def _check_task_name(task_name: Any) -> None:
+    if not isinstance(task_name, str) or not task_name.strip():
+        raise ValueError("task_name must be a non-empty string")
+    if not _plain_task_name(task_name):
+        raise ValueError(f"task_name {task_name!r} must not contain ':', whitespace or control characters")
+
+
+@functools.lru_cache(maxsize=256)
+def _plain_task_name(task_name: str) -> bool:
+    return ":" not in task_name and not any(c.isspace() or not c.isprintable() for c in task_name)
+
+
 def _check_prompt(prompt: Any) -> None:
     if prompt is None or isinstance(prompt, str):
         return
@@ -389,6 +398,18 @@ def _is_empty(prompt: Any) -> bool:
     if isinstance(prompt, str):
         return not prompt.strip()
     return len(prompt) == 0
+
+
+def _backoff(initial_wait: float, max_wait: float) -> Backoff:
+    try:
+        return _cached_backoff(initial_wait, max_wait)
+    except TypeError:  # unhashable arguments: let Backoff say what is wrong with them
+        return Backoff(initial_wait=initial_wait, max_wait=max_wait)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_backoff(initial_wait: float, max_wait: float) -> Backoff:
+    return Backoff(initial_wait=initial_wait, max_wait=max_wait)
 
 
 @functools.lru_cache(maxsize=64)
