@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -10,7 +10,7 @@ from pydantic_ai import messages as m
 
 __all__ = ("to_messages",)
 
-_ROLE_PARTS = {
+_ROLE_PARTS: dict[str, Callable[[str], m.ModelMessage]] = {
     "user": lambda content: m.ModelRequest(parts=[m.UserPromptPart(content=content)]),
     "system": lambda content: m.ModelRequest(parts=[m.SystemPromptPart(content=content)]),
     "assistant": lambda content: m.ModelResponse(parts=[m.TextPart(content=content)]),

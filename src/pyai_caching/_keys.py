@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from pydantic_ai import messages as _messages
-from pydantic_ai.agent import Agent
+from pydantic_ai.agent import AbstractAgent, Agent
 from pydantic_ai.models import Model
 from pydantic_ai.template import TemplateStr
 from pydantic_ai.toolsets import AbstractToolset, FunctionToolset
@@ -172,16 +172,16 @@ def _toolset_data(toolset: AbstractToolset[Any]) -> dict[str, Any]:
     return data
 
 
-def _effective_model(agent: Agent[Any, Any], run_model: Any) -> Any:
+def _effective_model(agent: AbstractAgent[Any, Any], run_model: Any) -> Any:
     """The model a run would use, in PydanticAI's order (`Agent._pick_raw_model`):
     `agent.override(model=...)` wins over the run's `model=`, which wins over the agent's."""
-    override = agent._override_model.get()  # pyright: ignore[reportPrivateUsage]
+    override = agent._override_model.get() if isinstance(agent, Agent) else None  # pyright: ignore[reportPrivateUsage]
     if override is not None:
         return override.value
     return run_model if run_model is not None else agent.model
 
 
-def effective_model_name(agent: Agent[Any, Any], run_model: Model | str | None) -> str | None:
+def effective_model_name(agent: AbstractAgent[Any, Any], run_model: Model | str | None) -> str | None:
     """`provider:name` of the model a run would use: an override, else the run's `model=`, else the agent's."""
     model = _effective_model(agent, run_model)
     if model is None:
@@ -296,7 +296,7 @@ _AGENT_SHAPING = frozenset({"model", "model_settings", "output_type"})
 
 
 def request_digest(
-    agent: Agent[Any, Any],
+    agent: AbstractAgent[Any, Any],
     prompt: Any,
     history: Sequence[_messages.ModelMessage],
     run_kwargs: Mapping[str, Any],

@@ -130,22 +130,21 @@ async def _stored(run: Coroutine[Any, Any, CachedAgentRunResult[Any]]) -> Cached
     return result
 
 
+@dataclass(frozen=True, slots=True)
 class _Call:
     """One validated call: what to run, how to key it, and what to do with the answer."""
 
-    __slots__ = (
-        "agent",
-        "prompt",
-        "task_name",
-        "history",
-        "ttl",
-        "backoff",
-        "recorder",
-        "custom_costs",
-        "key_extra",
-        "run_kwargs",
-        "output_type",
-    )
+    agent: AbstractAgent[Any, Any]
+    prompt: str | Sequence[_messages.UserContent] | None
+    task_name: str
+    history: list[_messages.ModelMessage]
+    ttl: float | None
+    backoff: Backoff
+    recorder: ExpenseRecorder | ExpenseCallback | None
+    custom_costs: Mapping[str, ModelCosts] | None
+    key_extra: Any
+    run_kwargs: dict[str, Any]
+    output_type: Any
 
     @classmethod
     def prepare(
@@ -172,19 +171,19 @@ class _Call:
         _check_run_kwargs(type(agent), run_kwargs)
         if custom_costs is not None and not isinstance(custom_costs, Mapping):
             raise TypeError("custom_costs must be a mapping of model name to ModelCosts")
-        call = cls()
-        call.agent = agent
-        call.prompt = prompt
-        call.task_name = task_name
-        call.history = history
-        call.ttl = resolve_ttl(ttl)
-        call.backoff = backoff
-        call.recorder = expense_recorder
-        call.custom_costs = custom_costs
-        call.key_extra = key_extra
-        call.run_kwargs = run_kwargs
-        call.output_type = run_kwargs.get("output_type") or agent.output_type
-        return call
+        return cls(
+            agent=agent,
+            prompt=prompt,
+            task_name=task_name,
+            history=history,
+            ttl=resolve_ttl(ttl),
+            backoff=backoff,
+            recorder=expense_recorder,
+            custom_costs=custom_costs,
+            key_extra=key_extra,
+            run_kwargs=run_kwargs,
+            output_type=run_kwargs.get("output_type") or agent.output_type,
+        )
 
     async def execute(self, state: LoopState, cache: Cache, namespace: str) -> CachedAgentRunResult[Any]:
         started = time.perf_counter()
@@ -415,7 +414,7 @@ def _cached_backoff(initial_wait: float, max_wait: float) -> Backoff:
 @functools.lru_cache(maxsize=64)
 def _run_parameters(agent_type: type) -> frozenset[str] | None:
     """Keyword names `agent_type.run` accepts; None if it takes `**kwargs`."""
-    params = inspect.signature(agent_type.run).parameters.values()
+    params = inspect.signature(agent_type.run).parameters.values()  # type: ignore[attr-defined]
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return None
     return frozenset(p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL) - {"self"}

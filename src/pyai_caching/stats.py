@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._failopen import FailOpen
@@ -53,7 +53,7 @@ class TaskStats:
 
     @classmethod
     def from_counters(cls, counters: dict[str, float]) -> TaskStats:
-        values = {}
+        values: dict[str, Any] = {}
         for f in fields(cls):
             raw = counters.get(f.name, 0.0)
             values[f.name] = round(raw) if f.type == "int" else raw

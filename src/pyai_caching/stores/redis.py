@@ -84,7 +84,7 @@ class RedisStore(Store):
         return cls(client=client, owns_client=True, pool_timeout=timeout)
 
     async def get(self, key: str) -> bytes | None:
-        return await self._call("GET", lambda: self.client.get(key))
+        return await self._call("GET", lambda: self.client.get(key))  # type: ignore[arg-type,return-value]
 
     async def set(self, key: str, value: bytes, ttl: float | None) -> None:
         px = None if ttl is None else max(1, int(ttl * 1000))
