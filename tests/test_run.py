@@ -462,3 +462,30 @@ def test_sync_returns_with_its_entry_written(agent: Agent[None, Profile]) -> Non
     store = SlowWriteStore()
     result = cached_agent_run_sync(agent, "q", "profile", store=store)
     assert result.cache_key in store._entries
+
+
+async def test_user_content_prompts_are_cached_by_content(model: CountingModel, memory: MemoryStore) -> None:
+    from pydantic_ai.messages import BinaryContent
+
+    agent = Agent(model.model)
+    image = BinaryContent(data=b"\x89PNG fake image bytes", media_type="image/png")
+    first = await stored(cached_agent_run(agent, ["What is in this image?", image], "vision", store=memory))
+    again = await cached_agent_run(
+        agent, ["What is in this image?", BinaryContent(data=b"\x89PNG fake image bytes", media_type="image/png")], "vision", store=memory
+    )
+    other = await cached_agent_run(
+        agent, ["What is in this image?", BinaryContent(data=b"\x89PNG other bytes", media_type="image/png")], "vision", store=memory
+    )
+    assert (first.cached, again.cached, other.cached) == (False, True, False)
+    assert model.calls == 2
+
+
+def test_sync_calls_from_many_threads_share_one_model_call(memory: MemoryStore) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    slow = CountingModel(delay=0.2)
+    agent = Agent(slow.model, output_type=Profile)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda _: cached_agent_run_sync(agent, "q", "profile", store=memory), range(8)))
+    assert slow.calls == 1
+    assert sum(not r.cached for r in results) == 1
