@@ -673,3 +673,55 @@ def test_digest_is_stable_across_processes(tmp_path: Path, monkeypatch: pytest.M
         )
         digests.add(out.stdout.strip())
     assert digests == {in_process}
+
+
+def test_lambdas_of_one_scope_and_edited_functions_are_different_keys() -> None:
+    french = Agent(TestModel(), instructions=lambda: "Answer in French")
+    german = Agent(TestModel(), instructions=lambda: "Answer in German")
+    assert request_digest(french, "q", [], {}) != request_digest(german, "q", [], {})
+
+    def version_one() -> str:
+        return "be terse"
+
+    def version_two() -> str:  # same qualified name once renamed below, other body
+        return "be verbose"
+
+    version_two.__qualname__ = version_one.__qualname__
+    version_two.__name__ = version_one.__name__
+    a = Agent(TestModel(), instructions=version_one)
+    b = Agent(TestModel(), instructions=version_two)
+    assert request_digest(a, "q", [], {}) != request_digest(b, "q", [], {})
+
+
+def test_capabilities_acting_through_hooks_are_in_the_key() -> None:
+    from pydantic_ai.capabilities import ProcessHistory
+
+    def keep_last(messages: list[Any]) -> list[Any]:
+        return messages[-1:]
+
+    plain = Agent(TestModel())
+    processed = Agent(TestModel(), capabilities=[ProcessHistory(keep_last)])
+    assert request_digest(plain, "q", [], {}) != request_digest(processed, "q", [], {})
+
+
+def test_toolsets_are_keyed_by_their_tools_or_not_at_all() -> None:
+    from pydantic_ai.tools import ToolDefinition
+    from pydantic_ai.toolsets import AbstractToolset, ExternalToolset
+
+    weather = Agent(TestModel(), toolsets=[ExternalToolset([ToolDefinition(name="get_weather")])])
+    delete = Agent(TestModel(), toolsets=[ExternalToolset([ToolDefinition(name="delete_account")])])
+    assert request_digest(weather, "q", [], {}) != request_digest(delete, "q", [], {})
+
+    class Opaque(AbstractToolset[Any]):
+        @property
+        def id(self) -> str | None:
+            return "opaque"
+
+        async def get_tools(self, ctx: Any) -> dict[str, Any]:
+            return {}
+
+        async def call_tool(self, name: str, tool_args: dict[str, Any], ctx: Any, tool: Any) -> Any:
+            return None
+
+    with pytest.raises(UnkeyableError, match="Opaque"):
+        request_digest(Agent(TestModel(), toolsets=[Opaque()]), "q", [], {})

@@ -186,6 +186,8 @@ async def test_key_extra_separates_entries(model: CountingModel, memory: MemoryS
         ({"prompt": "q", "task_name": "t", "not_a_run_kwarg": 1}, TypeError, "not_a_run_kwarg"),
         ({"prompt": "q", "task_name": "t", "user_prompt": "x"}, TypeError, "prompt="),
         ({"prompt": "q", "task_name": "t", "namespace": "a:b"}, ValueError, "namespace"),
+        ({"prompt": "q", "task_name": "t", "custom_costs": {"m": {"input": 1}}}, TypeError, "ModelCosts"),
+        ({"prompt": "q", "task_name": "t", "expense_recorder": "ledger"}, TypeError, "expense_recorder"),
     ],
 )
 async def test_invalid_input_is_rejected_before_any_model_call(
@@ -489,3 +491,103 @@ def test_sync_calls_from_many_threads_share_one_model_call(memory: MemoryStore) 
         results = list(pool.map(lambda _: cached_agent_run_sync(agent, "q", "profile", store=memory), range(8)))
     assert slow.calls == 1
     assert sum(not r.cached for r in results) == 1
+
+
+# --- flights: failures, cancellation, recording -----------------------------------------------
+
+
+async def test_a_retry_right_after_a_failed_call_calls_the_model_again(memory: MemoryStore) -> None:
+    calls = 0
+
+    def flaky(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ValueError("transient glitch")
+        return ModelResponse(parts=[TextPart("ok")])
+
+    agent = Agent(FunctionModel(flaky))
+    with pytest.raises(ValueError, match="glitch"):
+        await cached_agent_run(agent, "q", "t", store=memory)
+    result = await cached_agent_run(agent, "q", "t", store=memory)  # no loop turn in between
+    assert result.output == "ok" and calls == 2
+
+
+async def test_a_cancelled_flush_does_not_cancel_a_model_call(memory: MemoryStore) -> None:
+    from pyai_caching import flush
+
+    slow = CountingModel(delay=0.2)
+    agent = Agent(slow.model, output_type=Profile)
+    leader = asyncio.create_task(cached_agent_run(agent, "q", "profile", store=memory))
+    await asyncio.sleep(0.02)
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(flush(), 0.05)
+    assert isinstance((await leader).output, Profile)
+
+
+async def test_followers_get_the_answer_when_the_flight_is_cancelled_after_it_came(memory: MemoryStore) -> None:
+    from pyai_caching._registry import loop_state
+
+    slow = CountingModel(delay=0.1)
+    agent = Agent(slow.model, output_type=Profile)
+    leader = asyncio.create_task(cached_agent_run(agent, "q", "profile", store=memory))
+    follower = asyncio.create_task(cached_agent_run(agent, "q", "profile", store=memory))
+    await asyncio.sleep(0.01)
+    flight = next(iter((await loop_state()).flights.values()))
+    assert flight.task is not None
+    task = flight.task
+    flight.answer.add_done_callback(lambda _: task.cancel())  # e.g. the loop shutting down right then
+    assert isinstance((await leader).output, Profile)
+    assert isinstance((await asyncio.wait_for(follower, 2)).output, Profile)
+    assert (await leader).cache_key in memory._entries  # and the paid answer was still stored
+
+
+async def test_a_cancelled_leaders_paid_run_is_still_recorded(memory: MemoryStore) -> None:
+    from pyai_caching import ExpenseEvent, flush, get_stats
+
+    events: list[ExpenseEvent] = []
+
+    class Recorder:
+        def record(self, event: ExpenseEvent) -> None:
+            events.append(event)
+
+    slow = CountingModel(delay=0.1)
+    agent = Agent(slow.model, output_type=Profile)
+    leader = asyncio.create_task(cached_agent_run(agent, "q", "profile", store=memory, expense_recorder=Recorder()))
+    await asyncio.sleep(0.02)
+    leader.cancel()
+    await flush()
+    assert [(e.cached, e.cost) for e in events] == [(False, pytest.approx(1000 * 0.15 / 1e6 + 100 * 0.60 / 1e6))]
+    stats = (await get_stats("profile", store=memory)).total
+    assert (stats.misses, stats.hits) == (1, 0) and stats.cost_spent > 0
+
+
+async def test_an_output_that_does_not_read_back_still_reaches_every_caller(memory: MemoryStore) -> None:
+    from pydantic import field_serializer
+
+    class Odd(BaseModel):
+        x: int
+
+        @field_serializer("x")
+        def _dump(self, value: int) -> str:
+            return f"x={value}"  # does not validate back as an int
+
+    from pydantic_ai.models.test import TestModel
+
+    agent = Agent(TestModel(), output_type=Odd)
+    results = await asyncio.gather(*(cached_agent_run(agent, "q", "odd", store=memory) for _ in range(3)))
+    assert all(isinstance(r.output, Odd) for r in results)
+    assert sum(r.cached for r in results) == 2  # the followers, served the leader's answer
+
+
+def test_many_event_loops_on_one_store_are_not_retained(agent: Agent[None, Profile], memory: MemoryStore) -> None:
+    import gc
+
+    from pyai_caching import _registry
+
+    for _ in range(20):
+        asyncio.run(cached_agent_run(agent, "q", "profile", store=memory))
+    gc.collect()
+    assert len(_registry._states) <= 1
+    assert len(memory.__dict__["_close_hooks"]) == 1
+    assert len(memory.__dict__["_pyai_caches"]) <= 1

@@ -28,7 +28,8 @@ from pydantic_ai import messages as _messages
 from pydantic_ai.agent import AbstractAgent, Agent
 from pydantic_ai.models import Model
 from pydantic_ai.template import TemplateStr
-from pydantic_ai.toolsets import AbstractToolset, FunctionToolset
+from pydantic_ai.toolsets import AbstractToolset, ExternalToolset, FunctionToolset
+from pydantic_ai.toolsets._dynamic import DynamicToolset
 
 __all__ = (
     "KEY_VERSION",
@@ -107,6 +108,29 @@ def canonical_json(value: Any) -> bytes:
         raise UnkeyableError(f"cannot derive a cache key: {exc}") from exc
 
 
+@functools.lru_cache(maxsize=4096)
+def _code_digest(code: types.CodeType) -> str:
+    """A digest of a function's body (bytecode, constants, names), so two lambdas of one scope differ
+    and editing a function changes the key. It changes with the Python version too (a miss, not a wrong hit)."""
+    consts = [_const_data(c) for c in code.co_consts]
+    material = canonical_json([code.co_code.hex(), consts, code.co_names, code.co_varnames])
+    return hashlib.sha256(material).hexdigest()[:32]
+
+
+def _const_data(const: Any) -> Any:
+    """A code constant as stable data (frozenset order and `repr` of code objects vary by process)."""
+    if isinstance(const, types.CodeType):
+        return {"code": _code_digest(const)}
+    if isinstance(const, (tuple, frozenset)):
+        items = [_const_data(c) for c in const]
+        return items if isinstance(const, tuple) else sorted(items, key=lambda item: json.dumps(item, sort_keys=True))
+    if const is None or isinstance(const, (str, int, float, bool)):
+        return const
+    if isinstance(const, bytes):
+        return {"bytes": const.hex()}
+    return {"repr": repr(const)}
+
+
 def _qualname(obj: Any) -> str:
     module = getattr(obj, "__module__", None) or type(obj).__module__
     name = getattr(obj, "__qualname__", None) or type(obj).__qualname__
@@ -138,7 +162,11 @@ def _to_data(obj: Any) -> Any:  # noqa: C901 - one flat dispatch
         return items if isinstance(obj, tuple) else sorted(items, key=canonical_json)
     if isinstance(obj, functools.partial):
         return {"__partial__": obj.func, "args": obj.args, "kwargs": obj.keywords}
-    if isinstance(obj, (type, types.FunctionType, types.MethodType, types.BuiltinFunctionType)):
+    if isinstance(obj, types.FunctionType):
+        return {"__callable__": _qualname(obj), "code": _code_digest(obj.__code__)}
+    if isinstance(obj, types.MethodType):
+        return {"__method__": obj.__func__, "of": _qualname(type(obj.__self__))}
+    if isinstance(obj, (type, types.BuiltinFunctionType)):
         return {"__callable__": _qualname(obj)}
     if isinstance(obj, TemplateStr):
         return {"__template__": obj._source}  # pyright: ignore[reportPrivateUsage]
@@ -167,8 +195,18 @@ def _toolset_data(toolset: AbstractToolset[Any]) -> dict[str, Any]:
     data: dict[str, Any] = {"__toolset__": _qualname(type(toolset)), "id": toolset.id}
     if isinstance(toolset, FunctionToolset):
         data["tools"] = {name: {"def": tool.tool_def, "prepare": tool.prepare} for name, tool in toolset.tools.items()}
+    elif isinstance(toolset, ExternalToolset):
+        data["tools"] = toolset.tool_defs
+    elif isinstance(toolset, DynamicToolset):
+        data["function"] = toolset.toolset_func
+        data["per_run_step"] = toolset.per_run_step
     elif dataclasses.is_dataclass(toolset):
         data.update((name, getattr(toolset, name)) for name in _data_fields(type(toolset))[0])
+    else:  # its tools are not readable without running it (an MCP server, a custom toolset)
+        raise UnkeyableError(
+            f"cannot read the tools of a {type(toolset).__qualname__} toolset without running it, "
+            "so runs using it are not cached"
+        )
     return data
 
 
@@ -286,6 +324,8 @@ def _agent_data(agent: Agent[Any, Any], run_kwargs: Mapping[str, Any]) -> dict[s
         if override_native_tools is not None
         else agent._cap_native_tools,  # pyright: ignore[reportPrivateUsage]
         "toolsets": list(agent.toolsets),
+        # capabilities act through hooks too (history processors, model selection, thinking, ...)
+        "capabilities": agent._effective_root_capability(),  # pyright: ignore[reportPrivateUsage]
         "output": _output_data(agent, run_kwargs.get("output_type")),
         "end_strategy": agent.end_strategy,
         "run": {k: v for k, v in run_kwargs.items() if k not in RUN_KWARGS_NOT_IN_KEY and k not in _AGENT_SHAPING},

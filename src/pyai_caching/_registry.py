@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import weakref
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
@@ -48,20 +49,21 @@ class LoopState:
             if cache is None:
                 cache = self.owned[spec] = _cache(_open(spec))
             return cache
-        per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Cache] = store.__dict__.setdefault(
-            "_pyai_caches", weakref.WeakKeyDictionary()
-        )
+        per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Cache] | None = store.__dict__.get("_pyai_caches")
+        if per_loop is None:
+            per_loop = store.__dict__["_pyai_caches"] = weakref.WeakKeyDictionary()
+            store._add_close_hook(functools.partial(_flush_current_loop, per_loop))  # pyright: ignore[reportPrivateUsage]
         loop = asyncio.get_running_loop()
         cache = per_loop.get(loop)
         if cache is None:
             cache = per_loop[loop] = _cache(store)
-            store._add_close_hook(cache.stats.flush)  # pyright: ignore[reportPrivateUsage]
             self.borrowed.add(cache)
         return cache
 
     async def flush(self) -> None:
         """Wait for answers being stored, then write the buffered counters of every cache on this loop."""
-        writes = [flight.task for flight in self.flights.values()]
+        # shielded: cancelling a flush must not cancel the model calls and writes it waits for
+        writes = [asyncio.shield(flight.task) for flight in self.flights.values()]
         if writes:
             await asyncio.gather(*writes, return_exceptions=True)
         for cache in [*self.owned.values(), *self.borrowed]:
@@ -75,6 +77,13 @@ class LoopState:
         for cache in owned:
             with contextlib.suppress(Exception):
                 await cache.guarded.store.aclose()
+
+
+async def _flush_current_loop(per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Cache]) -> None:
+    """Before a caller's store closes: write its counters buffered on this loop (other loops flush on shutdown)."""
+    cache = per_loop.get(asyncio.get_running_loop())
+    if cache is not None:
+        await cache.stats.flush()
 
 
 def _cache(store: Store) -> Cache:
@@ -107,3 +116,5 @@ async def _close_on_shutdown(state: LoopState) -> AsyncGenerator[None, None]:
         yield
     finally:
         await state.aclose()
+        _states.pop(asyncio.get_running_loop(), None)  # the generator holds its loop: let both go
+        state.closer = None

@@ -169,8 +169,15 @@ class _Call:
         if _is_empty(prompt) and not history:
             raise ValueError("prompt is empty and there is no message_history: nothing to ask the model")
         _check_run_kwargs(type(agent), run_kwargs)
-        if custom_costs is not None and not isinstance(custom_costs, Mapping):
-            raise TypeError("custom_costs must be a mapping of model name to ModelCosts")
+        if custom_costs is not None and (
+            not isinstance(custom_costs, Mapping)
+            or not all(isinstance(k, str) and isinstance(v, ModelCosts) for k, v in custom_costs.items())
+        ):
+            raise TypeError("custom_costs must be a mapping of model name (str) to ModelCosts")
+        if expense_recorder is not None and not (
+            isinstance(expense_recorder, ExpenseRecorder) or callable(expense_recorder)
+        ):
+            raise TypeError("expense_recorder must be a function (model, task_name, cost) or have a record(event) method")
         return cls(
             agent=agent,
             prompt=prompt,
@@ -207,29 +214,39 @@ class _Call:
 
         flight = state.flights.get(key)
         if flight is None:  # the leader: the model is called once for everyone asking meanwhile
-            flight = _Flight.start(state.flights, key, lambda f: self._miss(cache, namespace, key, f))
+            flight = _Flight.start(state.flights, key, lambda f: self._miss(cache, namespace, key, f, started))
             entry = await flight.answer  # only the leader awaits it: cancelling it cancels no one else
             return await self._finish(cache, namespace, key, entry, hit=False, errors=errors, started=started)
         entry, data = await asyncio.shield(flight.encoded)
         if data is not None:  # a follower gets its own copy of the leader's answer
-            entry = decode(data, self.output_type)
+            try:
+                entry = decode(data, self.output_type)
+            except DecodeError as exc:  # an output that does not read back: share the leader's
+                errors += 1
+                logger.warning("the answer for %s does not read back from its entry: %s", key, exc)
         return await self._finish(cache, namespace, key, entry, hit=True, errors=errors, started=started)
 
-    async def _miss(self, cache: Cache, namespace: str, key: str, flight: _Flight) -> None:
+    async def _miss(self, cache: Cache, namespace: str, key: str, flight: _Flight, started: float) -> None:
         """Call the model (with backoff), hand the answer to the leader, then encode and store it.
 
         Runs as its own task, so it finishes even if every caller waiting on it is cancelled, and the
-        leader does not wait for encoding and writing. The write is completed even when the loop
-        is shutting down (the end of `asyncio.run`), so a paid response is always stored.
+        leader does not wait for encoding and writing. A cancellation after the model answered (the
+        end of `asyncio.run`, say) is held until the answer is stored: a paid response is always kept.
+        If the leader was cancelled before the answer came, the miss is counted and recorded here.
         """
         try:
             entry = await self._call_model()
         except BaseException as exc:
             flight.fail(exc)
             raise
-        if not flight.answer.done():  # the leader may have been cancelled
+        leader_gone = flight.answer.done()  # cancelled by its caller while the model was working
+        if not leader_gone:
             flight.answer.set_result(entry)
-        await asyncio.sleep(0)  # let the leader return its answer before the encoding below
+        cancelled = False
+        try:
+            await asyncio.sleep(0)  # let the leader return its answer before the encoding below
+        except asyncio.CancelledError:
+            cancelled = True
         try:
             data: bytes | None = encode(entry, self.output_type)
         except Exception as exc:  # noqa: BLE001 - an unencodable output is returned, just not cached
@@ -241,10 +258,17 @@ class _Call:
             try:
                 stored = await cache.guarded.set(key, data, self.ttl)
             except asyncio.CancelledError:
-                await cache.guarded.set(key, data, self.ttl)
-                raise
+                cancelled = True
+                stored = await cache.guarded.set(key, data, self.ttl)
         if not stored:
             cache.stats.add(stats_group(namespace, self.task_name), {"errors": 1})
+        if leader_gone:
+            try:
+                await self._finish(cache, namespace, key, entry, hit=False, errors=0, started=started)
+            except asyncio.CancelledError:
+                cancelled = True
+        if cancelled:
+            raise asyncio.CancelledError
 
     async def _call_model(self) -> CachedRun[Any]:
         started = time.perf_counter()
@@ -253,7 +277,11 @@ class _Call:
             self.backoff,
         )
         latency = time.perf_counter() - started
-        model, cost = self._price(run)
+        try:
+            model, cost = self._price(run)
+        except Exception:  # noqa: BLE001 - pricing must never cost a paid answer
+            logger.exception("pricing the run failed; its cost is reported as unknown")
+            model, cost = effective_model_name(self.agent, self.run_kwargs.get("model")), None
         return CachedRun(run=run, model=model, cost=cost, latency=latency, created=time.time())
 
     def _price(self, run: AgentRunResult[Any]) -> tuple[str | None, float | None]:
@@ -330,6 +358,8 @@ class _Flight:
     """One miss in flight: `answer` when the model has answered (the leader's), `encoded` when the entry's
     bytes are ready too (the followers'), `task` when it is also stored."""
 
+    flights: dict[str, _Flight]
+    key: str
     answer: asyncio.Future[CachedRun[Any]]
     encoded: asyncio.Future[tuple[CachedRun[Any], bytes | None]]
     task: asyncio.Task[None] | None = None
@@ -342,16 +372,18 @@ class _Flight:
         work: Callable[[_Flight], Coroutine[Any, Any, None]],
     ) -> _Flight:
         loop = asyncio.get_running_loop()
-        flight = cls(answer=loop.create_future(), encoded=loop.create_future())
+        flight = cls(flights=flights, key=key, answer=loop.create_future(), encoded=loop.create_future())
         flight.task = loop.create_task(work(flight))
         flights[key] = flight
         for future in (flight.answer, flight.encoded, flight.task):
             future.add_done_callback(_consume)
-        flight.task.add_done_callback(lambda _: flight._land(flights, key))
+        flight.task.add_done_callback(lambda _: flight.forget())
         return flight
 
     def fail(self, exc: BaseException) -> None:
-        """The model call failed: everyone waiting gets its error (or is cancelled with it)."""
+        """The model call failed: forget the flight at once (a retry calls the model again), and everyone
+        waiting gets its error (or is cancelled with it)."""
+        self.forget()
         for future in (self.answer, self.encoded):
             if future.done():
                 continue
@@ -360,10 +392,9 @@ class _Flight:
             else:
                 future.set_exception(exc)
 
-    def _land(self, flights: dict[str, _Flight], key: str) -> None:
-        """Forget the finished flight."""
-        if flights.get(key) is self:
-            del flights[key]
+    def forget(self) -> None:
+        if self.flights.get(self.key) is self:
+            del self.flights[self.key]
 
 
 def _consume(future: asyncio.Future[Any]) -> None:
