@@ -100,7 +100,13 @@ def canonical_json(value: Any) -> bytes:
     """
     try:
         return json.dumps(
-            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True, default=_to_data
+            value,
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+            allow_nan=True,
+            check_circular=False,  # a cycle ends in RecursionError, turned into UnkeyableError below
+            default=_to_data,
         ).encode()
     except (TypeError, ValueError, RecursionError) as exc:
         if isinstance(exc, UnkeyableError):
@@ -139,18 +145,19 @@ def _qualname(obj: Any) -> str:
 
 def _to_data(obj: Any) -> Any:  # noqa: C901 - one flat dispatch
     """`json.dumps` hook: the stable data form of one non-JSON object."""
+    if _is_plain_dataclass(type(obj)):  # the common case, decided once per type
+        names, type_name = _data_fields(type(obj))
+        # fields left at None are left out: smaller JSON, and a field added later as None keeps keys stable
+        data = {name: value for name in names if (value := getattr(obj, name)) is not None}
+        if type_name is not None:
+            data["__type__"] = type_name
+        return data
     if isinstance(obj, Model):
         return {"model": obj.model_id, "settings": obj.settings}
     if isinstance(obj, AbstractToolset):
         return _toolset_data(obj)
     if isinstance(obj, BaseModel):
         return {"__type__": _qualname(type(obj)), "data": obj.model_dump(mode="json")}
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        names, type_name = _data_fields(type(obj))
-        data = {name: getattr(obj, name) for name in names}
-        if type_name is not None:
-            data["__type__"] = type_name
-        return data
     if isinstance(obj, (bytes, bytearray, memoryview)):
         return {"__sha256__": hashlib.sha256(obj).hexdigest()}
     if isinstance(obj, enum.Enum):
@@ -174,6 +181,12 @@ def _to_data(obj: Any) -> Any:  # noqa: C901 - one flat dispatch
         f"cannot derive a cache key from a {type(obj).__qualname__!s} object; "
         "pass key material you choose with key_extra= instead"
     )
+
+
+@functools.lru_cache(maxsize=None)
+def _is_plain_dataclass(cls: type) -> bool:
+    """Instances of `cls` are keyed by their fields (dataclasses that are not models or toolsets)."""
+    return dataclasses.is_dataclass(cls) and not issubclass(cls, (Model, AbstractToolset, BaseModel))
 
 
 @functools.lru_cache(maxsize=None)
@@ -320,9 +333,8 @@ def _agent_data(agent: Agent[Any, Any], run_kwargs: Mapping[str, Any]) -> dict[s
             i.instruction
             for i in (*agent._instructions, *agent._cap_instructions)  # pyright: ignore[reportPrivateUsage]
         ],
-        "native_tools": list(override_native_tools.value)
-        if override_native_tools is not None
-        else agent._cap_native_tools,  # pyright: ignore[reportPrivateUsage]
+        # without an override, native tools come from the capabilities, keyed below
+        "native_tools": list(override_native_tools.value) if override_native_tools is not None else None,
         "toolsets": list(agent.toolsets),
         # capabilities act through hooks too (history processors, model selection, thinking, ...)
         "capabilities": agent._effective_root_capability(),  # pyright: ignore[reportPrivateUsage]
