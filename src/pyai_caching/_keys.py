@@ -145,8 +145,9 @@ def _qualname(obj: Any) -> str:
 
 def _to_data(obj: Any) -> Any:  # noqa: C901 - one flat dispatch
     """`json.dumps` hook: the stable data form of one non-JSON object."""
-    if _is_plain_dataclass(type(obj)):  # the common case, decided once per type
-        names, type_name = _data_fields(type(obj))
+    cls: type = type(obj)
+    if _is_plain_dataclass(cls):  # the common case, decided once per type
+        names, type_name = _data_fields(cls)
         # fields left at None are left out: smaller JSON, and a field added later as None keeps keys stable
         data = {name: value for name in names if (value := getattr(obj, name)) is not None}
         if type_name is not None:
