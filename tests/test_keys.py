@@ -725,3 +725,18 @@ def test_toolsets_are_keyed_by_their_tools_or_not_at_all() -> None:
 
     with pytest.raises(UnkeyableError, match="Opaque"):
         request_digest(Agent(TestModel(), toolsets=[Opaque()]), "q", [], {})
+
+
+def test_thinking_parts_from_different_providers_are_different_keys() -> None:
+    from pydantic_ai.messages import ModelRequest, ModelResponse, TextPart, ThinkingPart, UserPromptPart
+
+    agent = Agent(TestModel())
+
+    def history(provider: str) -> list[Any]:
+        return [
+            ModelRequest(parts=[UserPromptPart("Hi")]),
+            ModelResponse(parts=[ThinkingPart("hmm", signature="sig", provider_name=provider), TextPart("Hello")]),
+        ]
+
+    assert request_digest(agent, "q", history("anthropic"), {}) != request_digest(agent, "q", history("openai"), {})
+    assert request_digest(agent, "q", history("anthropic"), {}) == request_digest(agent, "q", history("anthropic"), {})

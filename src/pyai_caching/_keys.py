@@ -85,7 +85,9 @@ _VOLATILE_MESSAGE_FIELDS = (
     "workspace_ref",
 )
 # Not `state`: a `'suspended'` or `'interrupted'` message makes the next run continue or retry it.
-_VOLATILE_PART_FIELDS = ("timestamp", "id", "provider_details", "provider_name")
+# Not `provider_name`: PydanticAI sends thinking signatures and native tool parts back only to their own
+# provider (and it is None, so left out, on the text parts of a history rebuilt by hand).
+_VOLATILE_PART_FIELDS = ("timestamp", "id", "provider_details")
 
 
 class UnkeyableError(TypeError):
