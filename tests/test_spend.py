@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from typing import Any
 
@@ -179,20 +180,27 @@ async def test_a_hanging_recorder_is_abandoned(
     monkeypatch.setattr(recorders, "RECORDER_TIMEOUT", 0.1)
     agent = Agent(text_model("gpt-4o-mini", RequestUsage(input_tokens=10, output_tokens=10)))
 
+    release = threading.Event()  # the recorder never finishes unless the test lets it
+    finished: list[bool] = []
+
     async def hang_async(model: str, task_name: str, cost: float) -> None:
-        await asyncio.sleep(30)
+        await asyncio.get_running_loop().run_in_executor(None, release.wait)
+        finished.append(True)
 
     def hang_sync(model: str, task_name: str, cost: float) -> None:
-        time.sleep(0.5)
+        release.wait()
+        finished.append(True)
 
-    started = time.monotonic()
-    with caplog.at_level(logging.ERROR, logger="pyai_caching"):
-        result = await cached_agent_run(
-            agent, "q", "t", store=memory, expense_recorder=hang_async if kind == "async" else hang_sync
-        )
-    assert result.output == "ok"
-    assert time.monotonic() - started < 0.45
-    assert "took more than" in caplog.text
+    try:
+        with caplog.at_level(logging.ERROR, logger="pyai_caching"):
+            result = await cached_agent_run(
+                agent, "q", "t", store=memory, expense_recorder=hang_async if kind == "async" else hang_sync
+            )
+        assert result.output == "ok"
+        assert finished == []  # returned while the recorder was still stuck
+        assert "took more than" in caplog.text
+    finally:
+        release.set()
 
 
 # --- backoff ----------------------------------------------------------------------------------
