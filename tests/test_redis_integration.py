@@ -269,7 +269,7 @@ async def test_redis_paused_midway_fails_open_then_recovers(
     assert (await cached_run(agent, "q", "paused", redis_url=redis_url, custom_costs=COSTS)).cached
 
     with redis_server.client() as pauser:
-        pauser.execute_command("CLIENT", "PAUSE", 600, "ALL")  # every client's commands now block server-side
+        pauser.execute_command("CLIENT", "PAUSE", 2000, "ALL")  # every client's commands now block server-side
     try:
         started = time.perf_counter()
         during = await cached_run(agent, "q", "paused", redis_url=redis_url, custom_costs=COSTS)
@@ -277,7 +277,7 @@ async def test_redis_paused_midway_fails_open_then_recovers(
     finally:
         with redis_server.client() as unpauser:  # paused too: returns once the pause is over
             unpauser.execute_command("CLIENT", "UNPAUSE")
-    assert elapsed < 0.55  # one store timeout (0.25 s), not the whole pause
+    assert elapsed < 1.5  # one store timeout (0.25 s), not the whole 2 s pause
     assert during.output == "answer to q"
     assert during.cached is False and model.calls == 2
     assert len(cache_warnings(caplog)) == 1
