@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import time
 import logging
 import threading
 from collections.abc import Mapping
@@ -188,7 +190,28 @@ class TestLocalStore:
         await store.set("pyai_caching:v1:faq:abc", b'{"format": 1}', 60)
         path = tmp_path / "cache" / "pyai_caching" / "v1" / "faq" / "abc.json"
         assert store.path_for("pyai_caching:v1:faq:abc") == path
-        assert json.loads(path.read_bytes()) == {"format": 1}
+        header, _, entry = path.read_bytes().partition(b"\n")
+        assert header.startswith(b"expires=") and float(header[len(b"expires=") :]) > time.time()
+        assert json.loads(entry) == {"format": 1}
+
+    async def test_entries_survive_a_checkout_that_resets_modification_times(self, tmp_path: Path) -> None:
+        """A committed cache directory is cloned with fresh mtimes: expiry must not depend on them."""
+        store = LocalStore(tmp_path)
+        await store.set("t:forever", b"recorded", None)
+        await store.set("t:day", b"recorded", 86_400)
+        for key in ("t:forever", "t:day"):
+            os.utime(store.path_for(key), (0, 0))  # as old as can be
+        assert await store.get("t:forever") == b"recorded"
+        assert await store.get("t:day") == b"recorded"
+
+    async def test_a_file_that_is_not_an_entry_is_a_miss_and_is_replaced(self, tmp_path: Path) -> None:
+        store = LocalStore(tmp_path)
+        path = store.path_for("t:k")
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b'{"hand": "written"}')
+        assert await store.get("t:k") is None
+        await store.set("t:k", b"v", None)
+        assert await store.get("t:k") == b"v"
 
     async def test_expanduser(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         monkeypatch.setenv("HOME", str(tmp_path))

@@ -1,7 +1,9 @@
 """The embedded store: a directory of JSON entries, no server needed.
 
-Each entry is one file, `<root>/<key parts>.json`, holding the entry's JSON as is (readable with
-any editor). A file's modification time is its expiry time, so expiry costs no extra read.
+Each entry is one file, `<root>/<key parts>.json`: a first line saying when it expires
+(`expires=never` or `expires=<unix seconds>`), then the entry's JSON as is (readable with any
+editor, and reviewable in a pull request when the directory is committed). The expiry lives in
+the file, not in its modification time, so a directory checked out by git keeps its entries.
 Writes go to a temporary file and are renamed into place, so readers never see half an entry.
 """
 
@@ -17,6 +19,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 from urllib.parse import quote, unquote
 
 from ..exceptions import CacheError, ConfigurationError
@@ -29,7 +32,8 @@ except ImportError:  # pragma: no cover - Windows
 
 __all__ = ("LocalStore",)
 
-_NEVER = float(2**32)  # mtime meaning "no expiry" (year 2106)
+_NEVER = b"never"
+_HEADER = b"expires="
 _COUNTERS_DIR = "_counters"
 _MAX_COMPONENT = 200  # characters; file names are limited to 255 bytes and ".json" is appended
 
@@ -74,27 +78,27 @@ class LocalStore(Store):
     def _get(self, key: str) -> bytes | None:
         path = self.path_for(key)
         try:
-            if path.stat().st_mtime <= time.time():
-                path.unlink(missing_ok=True)
-                return None
-            return path.read_bytes()
+            state, value = _parse_entry(path.read_bytes())
         except FileNotFoundError:
             return None
+        if state == "expired":  # removed, to keep the directory small
+            path.unlink(missing_ok=True)
+        return value if state == "live" else None
 
     def _set(self, key: str, value: bytes, ttl: float | None) -> None:
         path = self.path_for(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        expires = _NEVER if ttl is None else time.time() + ttl
-        _write_atomic(path, value, expires)
+        expires = _NEVER if ttl is None else repr(time.time() + ttl).encode()
+        _write_atomic(path, _HEADER + expires + b"\n" + value)
 
     def _delete(self, key: str) -> bool:
         path = self.path_for(key)
         try:
-            expired = path.stat().st_mtime <= time.time()
+            state, _ = _parse_entry(path.read_bytes())
             path.unlink()
         except FileNotFoundError:
             return False
-        return not expired  # an expired entry no longer existed
+        return state == "live"  # an expired entry no longer existed
 
     def _add_counters(self, name: str, counters: Mapping[str, float]) -> None:
         path = self.root / _COUNTERS_DIR / (_component(name) + ".json")
@@ -104,7 +108,7 @@ class LocalStore(Store):
                 group[counter] = group.get(counter, 0.0) + value
             # a shortened file name cannot be decoded back to the group's name, so the file keeps it
             data = {"name": name, "counters": group} if unquote(path.stem) != name else group
-            _write_atomic(path, json.dumps(data, sort_keys=True).encode(), _NEVER)
+            _write_atomic(path, json.dumps(data, sort_keys=True).encode())
 
     def _get_counters(self, prefix: str) -> dict[str, dict[str, float]]:
         directory = self.root / _COUNTERS_DIR
@@ -152,12 +156,25 @@ def _component(part: str) -> str:
     return encoded
 
 
-def _write_atomic(path: Path, data: bytes, mtime: float) -> None:
+def _parse_entry(data: bytes) -> tuple[Literal["live", "expired", "invalid"], bytes]:
+    """What the entry file `data` is (live, expired, or not an entry of this store), and its value."""
+    header, newline, value = data.partition(b"\n")
+    if not newline or not header.startswith(_HEADER):
+        return "invalid", b""
+    expires = header[len(_HEADER) :]
+    if expires == _NEVER:
+        return "live", value
+    try:
+        return ("live" if float(expires) > time.time() else "expired"), value
+    except ValueError:
+        return "invalid", b""
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.utime(tmp, (time.time(), mtime))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
