@@ -390,9 +390,3 @@ def request_digest(
 def format_key(namespace: str, task_name: str, digest: str) -> str:
     """`<namespace>:<key-version>:<task_name>:<digest>`, readable and groupable in `redis-cli`."""
     return f"{namespace}:{KEY_VERSION}:{task_name}:{digest}"
-
-
-def task_pattern(namespace: str, task_name: str | None = None) -> str:
-    """A SCAN pattern matching every entry of one task (or all tasks) in `namespace`."""
-    return f"{namespace}:{KEY_VERSION}:{task_name if task_name is not None else '*'}:*"
-
