@@ -293,3 +293,12 @@ async def test_stats_are_buffered_off_the_hit_path_and_flushed_later(memory: Mem
     assert (await memory.get_counters("pyai_caching:stats:"))["pyai_caching:stats:faq"]["misses"] == 1
 
 
+
+
+async def test_get_stats_rejects_bad_task_names_and_missing_configuration(memory: MemoryStore) -> None:
+    from pyai_caching import ConfigurationError
+
+    with pytest.raises(ValueError, match="task_name"):
+        await get_stats("a:b", store=memory)
+    with pytest.raises(ConfigurationError, match="LLM_CACHE_REDIS_URL"):
+        await get_stats()

@@ -7,6 +7,7 @@ import math
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from .exceptions import ConfigurationError
 
@@ -21,6 +22,7 @@ __all__ = (
     "resolve_ttl",
     "resolve_namespace",
     "resolve_store_spec",
+    "check_task_name",
 )
 
 ENV_REDIS_URL = "LLM_CACHE_REDIS_URL"
@@ -113,3 +115,20 @@ def resolve_namespace(namespace: str | None) -> str:
 @functools.lru_cache(maxsize=64)
 def _valid_namespace(value: str) -> bool:
     return bool(value) and ":" not in value and not any(c.isspace() for c in value)
+
+
+def check_task_name(task_name: Any) -> None:
+    """Check that `task_name` can be one part of a key.
+
+    Raises:
+        ValueError: `task_name` is empty, or holds `:`, whitespace or control characters.
+    """
+    if not isinstance(task_name, str) or not task_name.strip():
+        raise ValueError("task_name must be a non-empty string")
+    if not _plain_task_name(task_name):
+        raise ValueError(f"task_name {task_name!r} must not contain ':', whitespace or control characters")
+
+
+@functools.lru_cache(maxsize=256)
+def _plain_task_name(task_name: str) -> bool:
+    return ":" not in task_name and not any(c.isspace() or not c.isprintable() for c in task_name)

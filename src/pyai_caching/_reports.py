@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import _portal
-from ._config import resolve_namespace, resolve_store_spec
+from ._config import check_task_name, resolve_namespace, resolve_store_spec
 from ._registry import loop_state
 from .stats import StatsReport, stats_group, stats_prefix
 from .stores import Store
@@ -37,9 +37,12 @@ async def get_stats(
     are written first, so the report includes them.
 
     Raises:
+        ValueError: `task_name` is not a valid task name.
         ConfigurationError: no store is configured.
         CacheError: the store cannot be read.
     """
+    if task_name is not None:
+        check_task_name(task_name)
     namespace = resolve_namespace(namespace)
     spec = None if store is not None else resolve_store_spec(redis_url)
     state = await loop_state()

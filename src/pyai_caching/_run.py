@@ -22,7 +22,7 @@ from pydantic_ai.agent import AbstractAgent
 
 from . import _portal
 from ._codec import CachedRun, DecodeError, decode, encode
-from ._config import resolve_namespace, resolve_store_spec, resolve_ttl
+from ._config import check_task_name, resolve_namespace, resolve_store_spec, resolve_ttl
 from ._history import to_messages
 from ._keys import UnkeyableError, effective_model_name, format_key, request_digest
 from ._registry import Cache, LoopState, loop_state
@@ -163,7 +163,7 @@ class _Call:
     ) -> _Call:
         if not isinstance(agent, AbstractAgent):
             raise TypeError(f"agent must be a pydantic_ai Agent, not {type(agent).__name__}")
-        _check_task_name(task_name)
+        check_task_name(task_name)
         _check_prompt(prompt)
         history = to_messages(message_history)
         if _is_empty(prompt) and not history:
@@ -401,18 +401,6 @@ def _consume(future: asyncio.Future[Any]) -> None:
     """Mark a finished future's exception as retrieved (its callers saw it, or none was left waiting)."""
     if not future.cancelled():
         future.exception()
-
-
-def _check_task_name(task_name: Any) -> None:
-    if not isinstance(task_name, str) or not task_name.strip():
-        raise ValueError("task_name must be a non-empty string")
-    if not _plain_task_name(task_name):
-        raise ValueError(f"task_name {task_name!r} must not contain ':', whitespace or control characters")
-
-
-@functools.lru_cache(maxsize=256)
-def _plain_task_name(task_name: str) -> bool:
-    return ":" not in task_name and not any(c.isspace() or not c.isprintable() for c in task_name)
 
 
 def _check_prompt(prompt: Any) -> None:
