@@ -1,28 +1,39 @@
 """Pure key derivation: what changes an agent's answer, as canonical JSON, hashed.
 
-The key covers the effective model, merged model settings, system prompts and instructions,
-the output schema, every tool's definition, the prompt and the message history by content.
-It never uses `repr()`, `agent.name`, memory addresses or `deps`. Functions (dynamic system
-prompts, instructions, settings, toolsets) are keyed by their qualified name only: what they
-compute from `deps` at run time is not in the key, which is what `key_extra` is for.
+The key covers the effective model by identity (class, `provider:name`, endpoint, settings, profile,
+the fields it was built with; never its client or API key), merged model settings (transport-only
+ones and secret headers left out), system prompts and instructions (toolsets' too), the output
+schema and validation context, every tool's definition, the prompt and the message history by
+content (file parts with their media type and identifier). It never uses `repr()`, `agent.name`,
+memory addresses or `deps`.
 
-This module reads a few private `Agent` attributes (the pinned pydantic-ai-slim range is tested).
-If PydanticAI moves them, `UnkeyableError` is raised and the run goes uncached rather than
-being served an answer keyed on too little.
+Functions (dynamic prompts, instructions, model functions, validators) are keyed by name, body,
+default values and the values they close over; a bound method by the data of its instance. What
+they compute from `deps` at run time is not in the key, which is what `key_extra` is for. Tool
+implementations are keyed by their definitions (name, description, schema), not their bodies.
+
+This module reads a few private `Agent` attributes. If PydanticAI moves them, `UnkeyableError`
+is raised and the run goes uncached rather than being served an answer keyed on too little.
 """
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import datetime
+import decimal
+import dis
 import enum
 import functools
 import hashlib
 import json
+import pathlib
 import types
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import pydantic_core
 from pydantic import BaseModel
 from pydantic_ai import messages as _messages
 from pydantic_ai.agent import AbstractAgent, Agent
@@ -64,7 +75,14 @@ RUN_KWARGS_NOT_IN_KEY = frozenset(
 """`agent.run` keyword arguments that do not change the answer (or cannot be hashed)."""
 
 # Settings that change how a request is sent, not what comes back.
-_SETTINGS_NOT_IN_KEY = frozenset({"timeout", "extra_headers", "parallel_tool_calls_timeout"})
+_SETTINGS_NOT_IN_KEY = frozenset(
+    {"timeout", "request_timeout", "first_event_timeout", "max_retries", "parallel_tool_calls_timeout"}
+)
+
+# Header names (lowercase) that authenticate or trace a request: never key material (`extra_headers` are keyed
+# otherwise, since headers such as `anthropic-beta` change what the provider does).
+_SECRET_HEADER_WORDS = ("auth", "key", "token", "secret", "cookie", "session", "signature", "credential")
+_TRACE_HEADERS = frozenset({"traceparent", "tracestate", "baggage", "x-request-id", "x-stainless-retry-count"})
 
 # Message fields that identify a particular run rather than its content.
 _VOLATILE_MESSAGE_FIELDS = (
@@ -83,11 +101,14 @@ _VOLATILE_MESSAGE_FIELDS = (
     "history_digest",
     "failed_attempts",
     "workspace_ref",
+    "canonical_system",  # set by the model from its provider; a history rebuilt by hand has None
 )
 # Not `state`: a `'suspended'` or `'interrupted'` message makes the next run continue or retry it.
 # Not `provider_name`: PydanticAI sends thinking signatures and native tool parts back only to their own
 # provider (and it is None, so left out, on the text parts of a history rebuilt by hand).
 _VOLATILE_PART_FIELDS = ("timestamp", "id", "provider_details")
+# Private fields of message parts that are sent to the model (`ImageUrl(media_type=..., identifier=...)`).
+_PRIVATE_PART_FIELDS = ("_media_type", "_identifier")
 
 
 class UnkeyableError(TypeError):
@@ -156,34 +177,178 @@ def _to_data(obj: Any) -> Any:  # noqa: C901 - one flat dispatch
             data["__type__"] = type_name
         return data
     if isinstance(obj, Model):
-        return {"model": obj.model_id, "settings": obj.settings}
+        return _model_data(obj)
     if isinstance(obj, AbstractToolset):
         return _toolset_data(obj)
     if isinstance(obj, BaseModel):
-        return {"__type__": _qualname(type(obj)), "data": obj.model_dump(mode="json")}
+        # python mode, so sets stay sets (sorted below) instead of lists in hash-seed order
+        return {"__type__": _qualname(type(obj)), "data": obj.model_dump(round_trip=True)}
     if isinstance(obj, (bytes, bytearray, memoryview)):
         return {"__sha256__": hashlib.sha256(obj).hexdigest()}
     if isinstance(obj, enum.Enum):
         return obj.value
     if isinstance(obj, (datetime.datetime, datetime.date, datetime.time)):
         return obj.isoformat()
+    if isinstance(obj, datetime.timedelta):
+        return {"__timedelta__": obj.total_seconds()}
+    if isinstance(obj, (uuid.UUID, decimal.Decimal, pathlib.PurePath)):
+        return {"__" + type(obj).__name__.lower() + "__": str(obj)}
     if isinstance(obj, (tuple, set, frozenset)):
         items = list(obj)
         return items if isinstance(obj, tuple) else sorted(items, key=canonical_json)
     if isinstance(obj, functools.partial):
         return {"__partial__": obj.func, "args": obj.args, "kwargs": obj.keywords}
     if isinstance(obj, types.FunctionType):
-        return {"__callable__": _qualname(obj), "code": _code_digest(obj.__code__)}
+        return _function_data(obj)
     if isinstance(obj, types.MethodType):
-        return {"__method__": obj.__func__, "of": _qualname(type(obj.__self__))}
+        return {"__method__": obj.__func__, "self": _self_data(obj.__self__)}
     if isinstance(obj, (type, types.BuiltinFunctionType)):
         return {"__callable__": _qualname(obj)}
     if isinstance(obj, TemplateStr):
         return {"__template__": obj._source}  # pyright: ignore[reportPrivateUsage]
+    try:  # what pydantic knows how to serialize (URLs, IP addresses, ...), as pydantic serializes it
+        return {"__" + _qualname(cls) + "__": pydantic_core.to_jsonable_python(obj)}
+    except pydantic_core.PydanticSerializationError:
+        pass
+    if _model_state.get():  # a model's own helper object (a callable test double): keyed by its class and code
+        call = getattr(cls, "__call__", None)
+        return {"__object__": _qualname(cls), "call": call if isinstance(call, types.FunctionType) else None}
     raise UnkeyableError(
         f"cannot derive a cache key from a {type(obj).__qualname__!s} object; "
         "pass key material you choose with key_extra= instead"
     )
+
+
+_in_progress: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar("_in_progress", default=frozenset())
+_model_state: contextvars.ContextVar[bool] = contextvars.ContextVar("_model_state", default=False)
+"""True while keying a model's own functions: their mutable closure values and instances are the model's
+state (a test double's call counter), not its identity, and are left out."""
+
+
+def _function_data(fn: types.FunctionType) -> dict[str, Any]:
+    """A function by name, body, defaults and the values it closes over (`make_prompt("German")` differs
+    from `make_prompt("French")`). A value with no data form makes the function unkeyable."""
+    data: dict[str, Any] = {"__callable__": _qualname(fn), "code": _code_digest(fn.__code__)}
+    if fn.__defaults__:
+        data["defaults"] = fn.__defaults__
+    if fn.__kwdefaults__:
+        data["kwdefaults"] = fn.__kwdefaults__
+    if fn.__closure__:
+        seen = _in_progress.get()
+        if id(fn) in seen:  # a recursive closure: the body is keyed already
+            return {"__callable__": data["__callable__"], "recursive": True}
+        token = _in_progress.set(seen | {id(fn)})
+        try:
+            cells = {}
+            model_state = _model_state.get()
+            for name, cell in zip(fn.__code__.co_freevars, fn.__closure__):
+                try:
+                    value = cell.cell_contents
+                except ValueError:  # an empty cell (not yet assigned)
+                    continue
+                if model_state and (name in _rebound_names(fn.__code__) or not _is_immutable(value)):
+                    continue
+                cells[name] = json.loads(canonical_json(value))
+            data["closure"] = cells
+        except UnkeyableError as exc:
+            raise UnkeyableError(f"{_qualname(fn)} closes over a value with no data form ({exc})") from None
+        finally:
+            _in_progress.reset(token)
+    return data
+
+
+def _self_data(obj: Any) -> Any:
+    """The instance a bound method is bound to: its data (a dataclass, a pydantic model, a model or toolset),
+    or its class when the method is a classmethod; other objects have no data form."""
+    if isinstance(obj, type):
+        return {"__class__": _qualname(obj)}
+    if _model_state.get() and not _is_immutable(obj):
+        return {"__class__": _qualname(type(obj))}
+    if dataclasses.is_dataclass(obj) or isinstance(obj, (BaseModel, Model, AbstractToolset)):
+        return obj
+    raise UnkeyableError(
+        f"a method of a {type(obj).__qualname__} object is keyed by that object's data, and it has none "
+        "(make it a dataclass or a pydantic model, or use a plain function)"
+    )
+
+
+def _model_data(model: Model) -> dict[str, Any]:
+    """A model's identity: its class (the API flavour), `provider:name`, endpoint, settings, profile, and the
+    public fields it was built with (a `FunctionModel`'s function, a `TestModel`'s scripted output).
+
+    The provider's client (API keys, auth headers) is never read.
+    """
+    data: dict[str, Any] = {
+        "__model__": _qualname(type(model)),
+        "id": model.model_id,
+        "settings": _key_settings(model.settings),
+    }
+    try:
+        base_url = model.base_url
+    except Exception:  # noqa: BLE001 - a provider that cannot say: the model id and class must do
+        base_url = None
+    if base_url:
+        data["base_url"] = str(base_url)
+    profile = getattr(model, "_profile", None)
+    if profile is not None:
+        data["profile"] = profile
+    if dataclasses.is_dataclass(model):
+        token = _model_state.set(True)
+        try:
+            for f in _model_fields(type(model)):
+                value = getattr(model, f, None)
+                if value is not None:
+                    data[f] = json.loads(canonical_json(value))
+        finally:
+            _model_state.reset(token)
+    return data
+
+
+@functools.lru_cache(maxsize=1024)
+def _rebound_names(code: types.CodeType) -> frozenset[str]:
+    """Closure variables `code` assigns to (`nonlocal calls; calls += 1`): state, not configuration."""
+    return frozenset(i.argval for i in dis.get_instructions(code) if i.opname in ("STORE_DEREF", "DELETE_DEREF"))
+
+
+def _is_immutable(value: Any) -> bool:
+    """Whether `value` cannot change after it is made (so it is a model's configuration, not its state)."""
+    if value is None or isinstance(value, (str, bytes, int, float, complex, enum.Enum, type, types.FunctionType)):
+        return True
+    if isinstance(value, (tuple, frozenset)):
+        return all(_is_immutable(v) for v in value)
+    if dataclasses.is_dataclass(value):
+        params = getattr(type(value), "__dataclass_params__", None)
+        return bool(params is not None and params.frozen)
+    if isinstance(value, BaseModel):
+        return bool(type(value).model_config.get("frozen"))
+    return False
+
+
+@functools.lru_cache(maxsize=None)
+def _model_fields(cls: type) -> tuple[str, ...]:
+    """Public fields a model class is built from (not state such as `TestModel.last_model_request_parameters`)."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_"))
+
+
+def _key_settings(settings: Any) -> Any:
+    """Model settings as key material: transport-only settings and secret headers left out."""
+    if not isinstance(settings, Mapping):
+        return settings
+    keyed = {k: v for k, v in settings.items() if k not in _SETTINGS_NOT_IN_KEY}
+    headers = keyed.get("extra_headers")
+    if isinstance(headers, Mapping):
+        kept = {str(k).lower(): v for k, v in headers.items() if not _is_secret_header(str(k))}
+        if kept:
+            keyed["extra_headers"] = kept
+        else:
+            del keyed["extra_headers"]
+    return keyed
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_secret_header(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in _TRACE_HEADERS or any(word in lowered for word in _SECRET_HEADER_WORDS)
 
 
 @functools.lru_cache(maxsize=None)
@@ -199,7 +364,7 @@ def _data_fields(cls: type) -> tuple[tuple[str, ...], str | None]:
     Messages and parts are keyed by content alone: their `kind` fields already say what they are,
     and fields naming a particular run (timestamps, ids, usage) are left out.
     """
-    names = [f.name for f in dataclasses.fields(cls) if not f.name.startswith("_")]
+    names = [f.name for f in dataclasses.fields(cls) if not f.name.startswith("_") or f.name in _PRIVATE_PART_FIELDS]
     if issubclass(cls, (_messages.ModelRequest, _messages.ModelResponse)):
         return tuple(n for n in names if n not in _VOLATILE_MESSAGE_FIELDS), None
     if cls.__module__ == _messages.__name__ and ("part_kind" in names or "kind" in names):
@@ -211,6 +376,8 @@ def _toolset_data(toolset: AbstractToolset[Any]) -> dict[str, Any]:
     data: dict[str, Any] = {"__toolset__": _qualname(type(toolset)), "id": toolset.id}
     if isinstance(toolset, FunctionToolset):
         data["tools"] = {name: {"def": tool.tool_def, "prepare": tool.prepare} for name, tool in toolset.tools.items()}
+        # the toolset's instructions are sent to the model with its tools
+        data["instructions"] = list(getattr(toolset, "_instructions", None) or ())  # pyright: ignore
     elif isinstance(toolset, ExternalToolset):
         data["tools"] = toolset.tool_defs
     elif isinstance(toolset, DynamicToolset):
@@ -262,10 +429,10 @@ def _merged_settings(agent: Agent[Any, Any], run_model: Any, run_settings: Any) 
         if callable(layer):
             dynamic.append(layer)
         elif isinstance(layer, Mapping):
-            merged.update((k, v) for k, v in layer.items() if k not in _SETTINGS_NOT_IN_KEY)
+            merged.update(layer)
         else:
             raise UnkeyableError(f"model settings of type {type(layer).__qualname__} are not a mapping")
-    return {"static": merged, "dynamic": dynamic}
+    return {"static": _key_settings(merged), "dynamic": dynamic}
 
 
 def _output_data(agent: Agent[Any, Any], run_output_type: Any) -> Any:
@@ -324,7 +491,7 @@ def _agent_data(agent: Agent[Any, Any], run_kwargs: Mapping[str, Any]) -> dict[s
     override_instructions = agent._override_instructions.get()  # pyright: ignore[reportPrivateUsage]
     override_native_tools = agent._override_native_tools.get()  # pyright: ignore[reportPrivateUsage]
     return {
-        "model": effective_model_name(agent, run_model),
+        "model": _effective_model(agent, run_model),  # a Model by its identity (`_model_data`), or its name
         "settings": _merged_settings(agent, run_model, run_kwargs.get("model_settings")),
         "system_prompts": [
             *agent._system_prompts,  # pyright: ignore[reportPrivateUsage]
@@ -343,7 +510,14 @@ def _agent_data(agent: Agent[Any, Any], run_kwargs: Mapping[str, Any]) -> dict[s
         "capabilities": agent._effective_root_capability(),  # pyright: ignore[reportPrivateUsage]
         "output": _output_data(agent, run_kwargs.get("output_type")),
         "end_strategy": agent.end_strategy,
-        "run": {k: v for k, v in run_kwargs.items() if k not in RUN_KWARGS_NOT_IN_KEY and k not in _AGENT_SHAPING},
+        # outputs (and tool arguments) are validated with it: another context can give another output
+        "validation_context": getattr(agent, "_validation_context", None),
+        # an argument passed as None is the argument left out
+        "run": {
+            k: v
+            for k, v in run_kwargs.items()
+            if v is not None and k not in RUN_KWARGS_NOT_IN_KEY and k not in _AGENT_SHAPING
+        },
     }
 
 
@@ -372,7 +546,7 @@ def request_digest(
         "agent": agent_data,
         "prompt": prompt,
         "history": list(history),
-        "extra": key_extra,
+        "extra": _tagged(key_extra),
     }
     conversation = run_kwargs.get("conversation")
     if conversation is not None:
@@ -385,6 +559,22 @@ def request_digest(
         except AttributeError as exc:
             raise UnkeyableError(f"cannot read the messages of conversation={type(conversation).__qualname__}") from exc
     return hashlib.sha256(canonical_json(material)).hexdigest()
+
+
+def _tagged(value: Any) -> Any:
+    """`key_extra` with what JSON would merge kept apart: `{1: x}` is not `{"1": x}`, `(1,)` is not `[1]`."""
+    if isinstance(value, Mapping):
+        if all(isinstance(k, str) for k in value):
+            return {k: _tagged(v) for k, v in value.items()}
+        items = [[_tagged(k), _tagged(v)] for k, v in value.items()]
+        return {"__mapping__": sorted(items, key=lambda kv: canonical_json(kv[0]))}
+    if isinstance(value, tuple):
+        return {"__tuple__": [_tagged(v) for v in value]}
+    if isinstance(value, list):
+        return [_tagged(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return {"__set__": sorted((_tagged(v) for v in value), key=canonical_json)}
+    return value
 
 
 def format_key(namespace: str, task_name: str, digest: str) -> str:
