@@ -118,3 +118,9 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         yield backend
     finally:
         await backend.aclose()
+
+
+# The local fake OpenAI server (tests/openai_server.py), for tests that drive PydanticAI's real OpenAIChatModel
+# and the openai SDK over HTTP: `openai_server` (per test: emptied, model requests allowed, SDK clients closed
+# afterwards) wraps the session-wide `openai_server_session`. Build models with `openai_model(openai_server)`.
+from openai_server import openai_server, openai_server_session  # noqa: E402, F401

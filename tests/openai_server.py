@@ -239,7 +239,10 @@ class FakeOpenAIServer:
             if request.path == "/v1/responses" and request.body.get("stream"):
                 return error_reply(400, "The fake server does not stream /v1/responses")
             item = self._script.popleft() if self._script else self._default
-        reply = item(request.body) if callable(item) else item
+        try:
+            reply = item(request.body) if callable(item) else item
+        except Exception as e:  # noqa: BLE001 - a broken responder answers 500 instead of dropping the connection
+            return error_reply(500, f"The fake server's responder raised {e!r}", "fake_responder_error")
         reply = reply if isinstance(reply, Reply) else Reply(200, reply)
         body = reply.body
         if reply.status == 200 and isinstance(body, dict) and body.get("object") == "chat.completion":

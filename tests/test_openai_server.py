@@ -11,13 +11,10 @@ from pydantic_ai import models
 from pydantic_ai.models.openai import OpenAIResponsesModel
 from pydantic_ai.providers.openai import OpenAIProvider
 
-# Until tests/conftest.py imports these, this module brings the fixtures in itself.
-from openai_server import (  # noqa: F401
+from openai_server import (
     FakeOpenAIServer,
     error_reply,
     openai_model,
-    openai_server,
-    openai_server_session,
     output_reply,
     text_reply,
     tool_call_reply,
