@@ -37,7 +37,7 @@ from pyai_caching import (
     cached_agent_run_sync,
 )
 from pyai_caching import _portal
-from pyai_caching._run import _stored
+
 from pyai_caching._registry import loop_state
 
 
@@ -92,7 +92,7 @@ def cache_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 async def cached_run(*args: Any, **kwargs: Any) -> CachedAgentRunResult[Any]:
     """`cached_agent_run`, returning once a miss's entry is written too (these tests read Redis directly)."""
-    return await _stored(cached_agent_run(*args, **kwargs))
+    return await cached_agent_run(*args, **kwargs)
 
 
 def unused_port() -> int:

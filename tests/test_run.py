@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, field_validator
 from pydantic_ai import Agent, AgentRunResult
-from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, ToolCallPart, UserPromptPart
+from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelRequest, ModelResponse, TextPart, ToolCallPart, UserPromptPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.usage import RequestUsage
 
-from pyai_caching._run import _stored as stored
+
 from pyai_caching import (
     CacheError,
     CachedAgentRunResult,
@@ -82,10 +82,27 @@ async def test_miss_then_hit_returns_the_stored_run(agent: Agent[None, Profile],
     assert isinstance(second.output, Profile)
     assert second.output == first.output
     assert second.usage == first.usage
-    assert second.all_messages() == first.all_messages()
-    assert second.new_messages() == first.new_messages()
-    assert json.loads(second.all_messages_json()) == json.loads(first.all_messages_json())
+    assert content(second.all_messages()) == content(first.all_messages())
+    assert content(second.new_messages()) == content(first.new_messages())
+    assert second.new_messages() != first.new_messages()  # the same content, this call's own run identity
+    assert second.run_id != first.run_id
     assert second.model == first.model == "gpt-4o-mini"
+
+
+IDENTITY = {"timestamp", "run_id", "conversation_id"}
+
+
+def content(messages: list[ModelMessage]) -> Any:
+    """Messages as JSON without what identifies one run (ids, times of requests)."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in IDENTITY}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return strip(json.loads(ModelMessagesTypeAdapter.dump_json(messages)))
 
 
 async def test_cost_on_miss_zero_on_hit_and_saved_cost_kept(agent: Agent[None, Profile], memory: MemoryStore) -> None:
@@ -233,7 +250,7 @@ async def test_env_dir_selects_the_embedded_store(
     agent: Agent[None, Profile], model: CountingModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LLM_CACHE_DIR", str(tmp_path / "cache"))
-    await stored(cached_agent_run(agent, "q", "profile"))
+    await cached_agent_run(agent, "q", "profile")
     hit = await cached_agent_run(agent, "q", "profile")
     assert hit.cached and model.calls == 1
     assert list((tmp_path / "cache" / "pyai_caching" / "v1" / "profile").glob("*.json"))
@@ -245,12 +262,12 @@ async def test_env_dir_selects_the_embedded_store(
 async def test_corrupt_entry_is_a_miss_and_is_overwritten(
     agent: Agent[None, Profile], model: CountingModel, memory: MemoryStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    first = await stored(cached_agent_run(agent, "q", "profile", store=memory))
+    first = await cached_agent_run(agent, "q", "profile", store=memory)
     assert first.cache_key is not None
     await memory.set(first.cache_key, b"\x00not json", None)
 
     with caplog.at_level(logging.WARNING, logger="pyai_caching"):
-        again = await stored(cached_agent_run(agent, "q", "profile", store=memory))
+        again = await cached_agent_run(agent, "q", "profile", store=memory)
     assert not again.cached and model.calls == 2
     assert "unreadable cache entry" in caplog.text
     third = await cached_agent_run(agent, "q", "profile", store=memory)
@@ -258,7 +275,7 @@ async def test_corrupt_entry_is_a_miss_and_is_overwritten(
 
 
 async def test_entry_that_no_longer_validates_is_a_miss_and_is_overwritten(model: CountingModel, memory: MemoryStore) -> None:
-    first = await stored(cached_agent_run(Agent(model.model, output_type=Profile), "q", "profile", store=memory))
+    first = await cached_agent_run(Agent(model.model, output_type=Profile), "q", "profile", store=memory)
 
     class Profile2(BaseModel):  # same JSON schema (so the same key), stricter validation
         model_config = {"title": "Profile"}
@@ -274,7 +291,7 @@ async def test_entry_that_no_longer_validates_is_a_miss_and_is_overwritten(model
             return value
 
     stricter = Agent(model.model, output_type=Profile2)
-    result = await stored(cached_agent_run(stricter, "q", "profile", store=memory))
+    result = await cached_agent_run(stricter, "q", "profile", store=memory)
     assert result.cache_key == first.cache_key
     assert not result.cached and model.calls == 2
     assert isinstance(result.output, Profile2)
@@ -285,7 +302,7 @@ async def test_entry_that_no_longer_validates_is_a_miss_and_is_overwritten(model
 async def test_expired_entry_is_a_miss(agent: Agent[None, Profile], model: CountingModel) -> None:
     now = [1000.0]
     store = MemoryStore(clock=lambda: now[0])
-    await stored(cached_agent_run(agent, "q", "profile", store=store, ttl=60))
+    await cached_agent_run(agent, "q", "profile", store=store, ttl=60)
     now[0] += 59
     assert (await cached_agent_run(agent, "q", "profile", store=store)).cached
     now[0] += 2
@@ -312,7 +329,7 @@ async def test_a_broken_store_never_fails_the_run_and_warns_once(
 ) -> None:
     broken = BrokenStore()
     with caplog.at_level(logging.WARNING, logger="pyai_caching"):
-        results = [await stored(cached_agent_run(agent, "q", "profile", store=broken)) for _ in range(5)]
+        results = [await cached_agent_run(agent, "q", "profile", store=broken) for _ in range(5)]
     assert all(isinstance(r.output, Profile) and not r.cached for r in results)
     assert model.calls == 5
     assert caplog.text.count("running without the cache") == 1
@@ -439,18 +456,18 @@ class SlowWriteStore(MemoryStore):
         await super().set(key, value, ttl)
 
 
-async def test_a_miss_returns_before_its_entry_is_written_and_flush_waits_for_it(
+async def test_a_miss_returns_with_its_entry_written_and_followers_wait_for_it(
     agent: Agent[None, Profile], model: CountingModel
 ) -> None:
-    from pyai_caching import flush
-
     store = GatedStore()
-    result = await cached_agent_run(agent, "q", "profile", store=store)  # would hang if it awaited the write
-    assert not result.cached and store._entries == {}
-    meanwhile = await cached_agent_run(agent, "q", "profile", store=store)  # shares the answer in flight
-    assert meanwhile.cached and model.calls == 1
+    leader = asyncio.create_task(cached_agent_run(agent, "q", "profile", store=store))
+    await asyncio.sleep(0.05)
+    follower = asyncio.create_task(cached_agent_run(agent, "q", "profile", store=store))
+    await asyncio.sleep(0.05)
+    assert not leader.done() and not follower.done()  # the write is not done: nobody has the answer yet
     store.gate.set()
-    await flush()
+    result, meanwhile = await leader, await follower
+    assert not result.cached and meanwhile.cached and model.calls == 1
     assert result.cache_key in store._entries
 
 
@@ -471,7 +488,7 @@ async def test_user_content_prompts_are_cached_by_content(model: CountingModel, 
 
     agent = Agent(model.model)
     image = BinaryContent(data=b"\x89PNG fake image bytes", media_type="image/png")
-    first = await stored(cached_agent_run(agent, ["What is in this image?", image], "vision", store=memory))
+    first = await cached_agent_run(agent, ["What is in this image?", image], "vision", store=memory)
     again = await cached_agent_run(
         agent, ["What is in this image?", BinaryContent(data=b"\x89PNG fake image bytes", media_type="image/png")], "vision", store=memory
     )

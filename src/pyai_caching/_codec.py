@@ -40,6 +40,8 @@ class CachedRun(Generic[OutputDataT]):
     """Seconds the original run took."""
     created: float
     """Unix time the entry was written."""
+    failed_attempts: int = 0
+    """Model request attempts of the original run that failed and were retried (not stored)."""
 
 
 class _Envelope(BaseModel, Generic[OutputDataT]):
@@ -98,16 +100,19 @@ def encode(entry: CachedRun[Any], output_type: Any) -> bytes:
     return envelope.model_dump_json().encode()
 
 
-def decode(data: bytes, output_type: Any) -> CachedRun[Any]:
-    """Parse and validate an envelope written by `encode`.
+def decode(data: bytes, output_type: Any, *, context: Any = None) -> CachedRun[Any]:
+    """Parse and validate an envelope written by `encode`; the output's validators get `context`.
 
     Raises:
-        DecodeError: not JSON, another format version, or a run that fails validation for `output_type`.
+        DecodeError: not JSON, another format version, a run that fails validation for `output_type`, or a
+            validator of the output that raised (whatever it raised).
     """
     try:
-        envelope = _adapter(output_type).model_validate_json(data)
+        envelope = _adapter(output_type).model_validate_json(data, context=context)
     except ValidationError as exc:
         raise DecodeError(f"entry does not validate: {exc.error_count()} error(s), first: {exc.errors()[0]['msg']}") from exc
+    except Exception as exc:  # noqa: BLE001 - a user validator raising TypeError, KeyError, ...: never the caller's error
+        raise DecodeError(f"a validator of the output raised {type(exc).__name__}: {exc}") from exc
     return CachedRun(
         run=envelope.run,
         model=envelope.model,

@@ -10,10 +10,10 @@ error. Errors waiting cannot fix propagate unchanged on the first attempt.
 The loop is tenacity's `AsyncRetrying`; this module only supplies its `retry`, `wait`, `stop`,
 `before_sleep` and `retry_error_callback` policies.
 
-PydanticAI itself does not retry a failed model request at the agent level: the error reaches the caller
-of `agent.run` unchanged. The provider SDK clients it builds (OpenAI, Anthropic, Groq, Cohere) do retry
-twice by default *inside* one `agent.run` (`ModelSettings['max_retries']`), so each attempt made here may
-already be up to three HTTP requests.
+The cache retries one model request at a time (`_attempts.RetryingModel`), never a whole run. The provider
+SDK clients PydanticAI builds (OpenAI, Anthropic, Groq) retry twice by default on their own; while this
+backoff owns the retries (`max_wait > 0`) each request is sent with `ModelSettings['max_retries'] = 0`
+unless the caller set it, so `max_wait` bounds the total wait.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from .exceptions import UsageLimitExceeded
 
-__all__ = ("Backoff", "call_with_backoff", "is_retryable", "retry_after")
+__all__ = ("Backoff", "Budget", "call_with_backoff", "is_retryable", "retry_after")
 
 T = TypeVar("T")
 
@@ -155,8 +155,17 @@ def retry_after(exc: BaseException) -> float | None:
     return seconds if seconds >= 0 else None  # NaN fails the comparison too
 
 
-async def call_with_backoff(fn: Callable[[], Awaitable[T]], backoff: Backoff) -> T:
+@dataclass
+class Budget:
+    """Seconds already waited by earlier `call_with_backoff` calls sharing one `max_wait` (one run's requests)."""
+
+    waited: float = 0.0
+
+
+async def call_with_backoff(fn: Callable[[], Awaitable[T]], backoff: Backoff, budget: Budget | None = None) -> T:
     """Call `fn`; on a retryable error wait and call again, until it succeeds or the waiting budget runs out.
+
+    With `budget`, the waits of every call sharing it add up to at most `backoff.max_wait`.
 
     Raises:
         UsageLimitExceeded: a retryable error came when the rest of `backoff.max_wait` could not cover the next
@@ -181,10 +190,13 @@ async def call_with_backoff(fn: Callable[[], Awaitable[T]], backoff: Backoff) ->
             raise error
         return await fn()
 
+    budget = budget if budget is not None else Budget()
+
     async def sleep(seconds: float) -> None:
+        budget.waited += float(seconds)
         await backoff.sleep(float(seconds))  # tenacity passes a `DoSleep` (a float subclass)
 
-    policy = _Policy(backoff)
+    policy = _Policy(backoff, budget)
     retrying = AsyncRetrying(
         retry=retry_if_exception(is_retryable),
         wait=policy.wait,
@@ -202,6 +214,7 @@ class _Policy:
     """Tenacity callbacks enforcing `backoff`'s waiting budget over one `call_with_backoff`."""
 
     backoff: Backoff
+    budget: Budget
 
     def wait(self, state: RetryCallState) -> float:
         """The next wait: jittered exponential, at least the provider's `retry_after`, capped to the budget left."""
@@ -217,7 +230,7 @@ class _Policy:
         return remaining < _MIN_WAIT or (provider is not None and provider > remaining)
 
     def log_retry(self, state: RetryCallState) -> None:
-        """Log the retry about to be waited for (tenacity has already added the wait to `idle_for`)."""
+        """Log the retry about to be waited for, counting its wait as used."""
         error = _last_error(state)
         logger.warning(
             "Model %s failed (%s); retrying in %.2fs (attempt %d, %.2fs of %gs waiting budget used)",
@@ -225,7 +238,7 @@ class _Policy:
             _describe(error),
             state.upcoming_sleep,
             state.attempt_number,
-            state.idle_for,
+            self.budget.waited + state.upcoming_sleep,
             self.backoff.max_wait,
         )
 
@@ -240,12 +253,12 @@ class _Policy:
             else ""
         )
         raise UsageLimitExceeded(
-            f"Gave up after {state.attempt_number} attempt(s) and {state.idle_for:.2f}s of waiting "
+            f"Gave up after {state.attempt_number} attempt(s) and {self.budget.waited:.2f}s of waiting "
             f"(max_wait={self.backoff.max_wait:g}s){asked}; last error: {type(error).__name__}: {error}"
         ) from error
 
     def _remaining(self, state: RetryCallState) -> float:
-        return self.backoff.max_wait - state.idle_for
+        return self.backoff.max_wait - self.budget.waited
 
 
 def _last_error(state: RetryCallState) -> BaseException:

@@ -1,33 +1,38 @@
 """The front door: `cached_agent_run` and `cached_agent_run_sync`.
 
-One short loop around pure parts: validate, derive the key, one store read, decode; on a miss
-one model call per key at a time (others await it), price it, store it, record it.
+Says what a whole run keys (`_keys.request_digest`) and stores (`_codec`), and hands the rest to
+the engine (`_engine.fetch`): validate, key, look up, on a miss run the agent with per-request
+retries, price it, store it, give a hit the caller's identity, count it, record it.
 """
 
 from __future__ import annotations
 
-import asyncio
+import copy
 import functools
 import inspect
 import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from pydantic_ai import AgentRunResult
 from pydantic_ai import messages as _messages
+from pydantic_ai import usage as _usage
 from pydantic_ai.agent import AbstractAgent
 
 from . import _portal
+from ._attempts import Attempts, RequestRetries
 from ._codec import CachedRun, DecodeError, decode, encode
 from ._config import check_task_name, resolve_namespace, resolve_store_spec, resolve_ttl
+from ._engine import Produced, fetch
 from ._history import to_messages
+from ._identity import rebind
 from ._keys import UnkeyableError, effective_model_name, format_key, request_digest
 from ._registry import Cache, LoopState, loop_state
 from ._result import CachedAgentRunResult
-from ._retry import Backoff, call_with_backoff
+from ._retry import Backoff
 from .costs import ModelCosts, price_usage
 from .recorders import ExpenseCallback, ExpenseEvent, ExpenseRecorder, notify
 from .stats import stats_group
@@ -79,8 +84,8 @@ async def cached_agent_run(
 
     Returns:
         A `CachedAgentRunResult`: a real `AgentRunResult` plus `.cost`, `.saved_cost`, `.model`, `.cached`.
-        On a miss it returns as soon as the model has answered; the entry is written right after
-        (concurrent identical calls meanwhile share the answer; `await flush()` waits for the write).
+        On a miss it returns once the answer is also stored (or the write failed and was logged), so a
+        call made right after, in any process, hits. Concurrent identical calls share the one model call.
 
     Raises:
         ConfigurationError: no store is configured, or its URL is not a Redis URL.
@@ -115,19 +120,9 @@ def cached_agent_run_sync(
     """Blocking `cached_agent_run`, same arguments. Works in scripts and inside a running event loop.
 
     Runs on one long-lived background event loop shared by every sync call, so its Redis
-    connections are reused across calls and never bound to a loop that has closed. Unlike the
-    async version, it returns only once a miss's entry is written.
+    connections are reused across calls and never bound to a loop that has closed.
     """
-    return _portal.run(_stored(cached_agent_run(agent, prompt, task_name, **kwargs)))
-
-
-async def _stored(run: Coroutine[Any, Any, CachedAgentRunResult[Any]]) -> CachedAgentRunResult[Any]:
-    """`run`'s result once its entry is also written: a sync call returns with its answer stored."""
-    result = await run
-    flight = (await loop_state()).flights.get(result.cache_key) if result.cache_key else None
-    if flight is not None:
-        await asyncio.gather(asyncio.shield(flight.task), return_exceptions=True)
-    return result
+    return _portal.run(cached_agent_run(agent, prompt, task_name, **kwargs))
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +161,7 @@ class _Call:
         check_task_name(task_name)
         _check_prompt(prompt)
         history = to_messages(message_history)
-        if _is_empty(prompt) and not history:
+        if _is_empty(prompt) and not history and run_kwargs.get("conversation") is None:
             raise ValueError("prompt is empty and there is no message_history: nothing to ask the model")
         _check_run_kwargs(type(agent), run_kwargs)
         if custom_costs is not None and (
@@ -199,107 +194,135 @@ class _Call:
         except UnkeyableError as exc:
             return await self._uncached(cache, namespace, exc, started)
         key = format_key(namespace, self.task_name, digest)
-        errors = 0
 
-        data, failed = await cache.guarded.get(key)
-        errors += failed
-        if data is not None:
-            try:
-                entry = decode(data, self.output_type)
-            except DecodeError as exc:
-                errors += 1
-                logger.warning("unreadable cache entry %s (calling the model and overwriting it): %s", key, exc)
-            else:
-                return await self._finish(cache, namespace, key, entry, hit=True, errors=errors, started=started)
+        async def orphaned(entry: CachedRun[Any]) -> None:  # the leader was cancelled: its miss still counts
+            await self._account(cache, namespace, key, entry, hit=False, errors=0, started=started)
 
-        flight = state.flights.get(key)
-        if flight is None:  # the leader: the model is called once for everyone asking meanwhile
-            flight = _Flight.start(state.flights, key, lambda f: self._miss(cache, namespace, key, f, started))
-            entry = await flight.answer  # only the leader awaits it: cancelling it cancels no one else
-            return await self._finish(cache, namespace, key, entry, hit=False, errors=errors, started=started)
-        entry, data = await asyncio.shield(flight.encoded)
-        if data is not None:  # a follower gets its own copy of the leader's answer
-            try:
-                entry = decode(data, self.output_type)
-            except DecodeError as exc:  # an output that does not read back: share the leader's
-                errors += 1
-                logger.warning("the answer for %s does not read back from its entry: %s", key, exc)
-        return await self._finish(cache, namespace, key, entry, hit=True, errors=errors, started=started)
+        outcome = await fetch(
+            state.flights,
+            cache,
+            key,
+            ttl=self.ttl,
+            decode=self._decode,
+            copy=self._copy,
+            produce=lambda: self._produce(cache, namespace),
+            orphaned=orphaned,
+        )
+        return await self._account(
+            cache, namespace, key, outcome.value, hit=outcome.hit, errors=outcome.errors, started=started
+        )
 
-    async def _miss(self, cache: Cache, namespace: str, key: str, flight: _Flight, started: float) -> None:
-        """Call the model (with backoff), hand the answer to the leader, then encode and store it.
+    # -- what a run keys and stores
 
-        Runs as its own task, so it finishes even if every caller waiting on it is cancelled, and the
-        leader does not wait for encoding and writing. A cancellation after the model answered (the
-        end of `asyncio.run`, say) is held until the answer is stored: a paid response is always kept.
-        If the leader was cancelled before the answer came, the miss is counted and recorded here.
-        """
-        try:
-            entry = await self._call_model()
-        except BaseException as exc:
-            flight.fail(exc)
-            raise
-        leader_gone = flight.answer.done()  # cancelled by its caller while the model was working
-        if not leader_gone:
-            flight.answer.set_result(entry)
-        cancelled = False
-        try:
-            await asyncio.sleep(0)  # let the leader return its answer before the encoding below
-        except asyncio.CancelledError:
-            cancelled = True
+    def _decode(self, data: bytes) -> CachedRun[Any]:
+        """A stored entry as this caller's own run: validated for its output type, with its identity."""
+        entry = decode(data, self.output_type, context=self._validation_context())
+        self._rebind(entry.run)
+        return entry
+
+    def _copy(self, entry: CachedRun[Any]) -> CachedRun[Any]:
+        """The leader's answer as this caller's own run, when it has no entry bytes."""
+        own = copy.deepcopy(entry)
+        self._rebind(own.run)
+        return own
+
+    def _rebind(self, run: AgentRunResult[Any]) -> None:
+        conversation = self.run_kwargs.get("conversation")
+        history = [*self.history, *getattr(conversation, "messages", ())] if conversation is not None else self.history
+        rebind(run, history=history, run_kwargs=self.run_kwargs, agent_metadata=getattr(self.agent, "_metadata", None))
+
+    def _validation_context(self) -> Any:
+        """The agent's validation context, for the output's validators on a hit (a function of the run context
+        cannot be evaluated without a run: hits then validate without it, and the entry was checked to read back)."""
+        context = getattr(self.agent, "_validation_context", None)
+        return None if callable(context) else context
+
+    async def _produce(self, cache: Cache, namespace: str) -> Produced[CachedRun[Any]]:
+        """Call the model; the entry's bytes only if the output reads back as the agent produced it."""
+        entry = await self._call_model(cache, namespace)
         try:
             data: bytes | None = encode(entry, self.output_type)
-        except Exception as exc:  # noqa: BLE001 - an unencodable output is returned, just not cached
-            logger.warning("cannot encode the run for %s, it will not be cached: %s", key, exc)
+            if decode(data, self.output_type, context=self._validation_context()).run.output != entry.run.output:
+                data = None
+                _warn_once(
+                    f"the output of task {self.task_name!r} does not read back as the agent produced it (a validator "
+                    "that changes its value on every pass?): such runs are answered, not cached"
+                )
+        except (DecodeError, Exception) as exc:  # noqa: BLE001 - an unencodable output is returned, just not cached
+            logger.warning("cannot store the run of task %r, it will not be cached: %s", self.task_name, exc)
             data = None
-        flight.encoded.set_result((entry, data))
-        stored = False
-        if data is not None:
-            try:
-                stored = await cache.guarded.set(key, data, self.ttl)
-            except asyncio.CancelledError:
-                cancelled = True
-                stored = await cache.guarded.set(key, data, self.ttl)
-        if not stored:
-            cache.stats.add(stats_group(namespace, self.task_name), {"errors": 1})
-        if leader_gone:
-            try:
-                await self._finish(cache, namespace, key, entry, hit=False, errors=0, started=started)
-            except asyncio.CancelledError:
-                cancelled = True
-        if cancelled:
-            raise asyncio.CancelledError
+        return Produced(entry, data)
 
-    async def _call_model(self) -> CachedRun[Any]:
+    async def _call_model(self, cache: Cache, namespace: str) -> CachedRun[Any]:
+        """Run the agent with per-request retries; every response that came back is priced, even if the run fails."""
+        attempts = Attempts(self.backoff)
+        kwargs = {
+            **self.run_kwargs,
+            "capabilities": [*(self.run_kwargs.get("capabilities") or ()), RequestRetries(attempts)],
+        }
         started = time.perf_counter()
-        run = await call_with_backoff(
-            lambda: self.agent.run(self.prompt, message_history=self.history or None, **self.run_kwargs),
-            self.backoff,
-        )
-        latency = time.perf_counter() - started
         try:
-            model, cost = self._price(run)
+            run = await self.agent.run(self.prompt, message_history=self.history or None, **kwargs)
+        except Exception:
+            await self._account_failure(cache, namespace, attempts, time.perf_counter() - started)
+            raise
+        latency = time.perf_counter() - started
+        responses = attempts.all_responses() or [m for m in run.new_messages() if isinstance(m, _messages.ModelResponse)]
+        model, cost = self._price(responses)
+        return CachedRun(
+            run=run, model=model, cost=cost, latency=latency, created=time.time(), failed_attempts=attempts.failed
+        )
+
+    def _price(self, responses: Sequence[_messages.ModelResponse]) -> tuple[str | None, float | None]:
+        """The answering model's name and the price of `responses`; pricing never costs the answer."""
+        requested = effective_model_name(self.agent, self.run_kwargs.get("model"))
+        model = responses[-1].model_name if responses and responses[-1].model_name else requested
+        try:
+            total = 0.0
+            for response in responses:
+                name = response.model_name or model or ""
+                price = price_usage(
+                    name,
+                    response.usage,
+                    custom_costs=self.custom_costs,
+                    provider=response.provider_name,
+                    requested=requested,
+                )
+                if price is None:
+                    return model, None
+                total += price.usd
         except Exception:  # noqa: BLE001 - pricing must never cost a paid answer
             logger.exception("pricing the run failed; its cost is reported as unknown")
-            model, cost = effective_model_name(self.agent, self.run_kwargs.get("model")), None
-        return CachedRun(run=run, model=model, cost=cost, latency=latency, created=time.time())
-
-    def _price(self, run: AgentRunResult[Any]) -> tuple[str | None, float | None]:
-        """The answering model's name and the run's price, summed over its model responses."""
-        responses = [msg for msg in run.new_messages() if isinstance(msg, _messages.ModelResponse)]
-        model = responses[-1].model_name if responses and responses[-1].model_name else None
-        if model is None:
-            model = effective_model_name(self.agent, self.run_kwargs.get("model"))
-        total = 0.0
-        for response in responses:
-            name = response.model_name or model or ""
-            price = price_usage(name, response.usage, custom_costs=self.custom_costs, provider=response.provider_name)
-            if price is None:
-                return model, None
-            total += price.usd
+            return model, None
         return model, total
 
-    async def _finish(
+    # -- accounting
+
+    async def _account_failure(self, cache: Cache, namespace: str, attempts: Attempts, latency: float) -> None:
+        """A run that raised: what its responses cost is still spent, and reported."""
+        responses = attempts.all_responses()
+        if not responses and not attempts.failed:
+            return
+        model, cost = self._price(responses)
+        cache.stats.add(stats_group(namespace, self.task_name), {"cost_spent": cost or 0.0, "failed": 1})
+        if self.recorder is not None:
+            await notify(
+                self.recorder,
+                ExpenseEvent(
+                    model=model,
+                    task_name=self.task_name,
+                    cost=cost,
+                    saved=0.0,
+                    cached=False,
+                    usage=sum((r.usage for r in responses), _usage.RunUsage()) if responses else _usage.RunUsage(),
+                    latency=latency,
+                    key=None,
+                    failed_attempts=attempts.failed,
+                    failed=True,
+                ),
+            )
+
+    async def _account(
         self,
         cache: Cache,
         namespace: str,
@@ -339,6 +362,7 @@ class _Call:
                     usage=entry.run.usage,
                     latency=time.perf_counter() - started,
                     key=key,
+                    failed_attempts=0 if hit else entry.failed_attempts,
                 ),
             )
         return result
@@ -347,60 +371,8 @@ class _Call:
         self, cache: Cache, namespace: str, reason: Exception, started: float
     ) -> CachedAgentRunResult[Any]:
         _warn_once(f"this run cannot be cached, calling the model without the cache: {reason}")
-        entry = await self._call_model()
-        return await self._finish(
-            cache, namespace, None, entry, hit=False, errors=0, started=started, uncached=True
-        )
-
-
-@dataclass(eq=False)
-class _Flight:
-    """One miss in flight: `answer` when the model has answered (the leader's), `encoded` when the entry's
-    bytes are ready too (the followers'), `task` when it is also stored."""
-
-    flights: dict[str, _Flight]
-    key: str
-    answer: asyncio.Future[CachedRun[Any]]
-    encoded: asyncio.Future[tuple[CachedRun[Any], bytes | None]]
-    task: asyncio.Task[None] | None = None
-
-    @classmethod
-    def start(
-        cls,
-        flights: dict[str, _Flight],
-        key: str,
-        work: Callable[[_Flight], Coroutine[Any, Any, None]],
-    ) -> _Flight:
-        loop = asyncio.get_running_loop()
-        flight = cls(flights=flights, key=key, answer=loop.create_future(), encoded=loop.create_future())
-        flight.task = loop.create_task(work(flight))
-        flights[key] = flight
-        for future in (flight.answer, flight.encoded, flight.task):
-            future.add_done_callback(_consume)
-        flight.task.add_done_callback(lambda _: flight.forget())
-        return flight
-
-    def fail(self, exc: BaseException) -> None:
-        """The model call failed: forget the flight at once (a retry calls the model again), and everyone
-        waiting gets its error (or is cancelled with it)."""
-        self.forget()
-        for future in (self.answer, self.encoded):
-            if future.done():
-                continue
-            if isinstance(exc, asyncio.CancelledError):
-                future.cancel()
-            else:
-                future.set_exception(exc)
-
-    def forget(self) -> None:
-        if self.flights.get(self.key) is self:
-            del self.flights[self.key]
-
-
-def _consume(future: asyncio.Future[Any]) -> None:
-    """Mark a finished future's exception as retrieved (its callers saw it, or none was left waiting)."""
-    if not future.cancelled():
-        future.exception()
+        entry = await self._call_model(cache, namespace)
+        return await self._account(cache, namespace, None, entry, hit=False, errors=0, started=started, uncached=True)
 
 
 def _check_prompt(prompt: Any) -> None:

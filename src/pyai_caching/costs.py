@@ -147,10 +147,14 @@ def price_usage(
     *,
     custom_costs: Mapping[str, ModelCosts] | None = None,
     provider: str | None = None,
+    requested: str | None = None,
 ) -> Price | None:
     """Price a usage in USD.
 
-    Looks the model up in `custom_costs`, then `DEFAULT_COSTS`, then `genai-prices`. In the tables a
+    `custom_costs` wins over every built-in price: it is looked up by the answering `model`, then by the
+    `requested` name (APIs answer with dated snapshots, `gpt-4o-mini-2024-07-18`, while `custom_costs` is
+    written with the name the caller configured, `gpt-4o-mini` or a fine-tune's name). Then `DEFAULT_COSTS`
+    and `genai-prices` are tried, by the answering name, then the requested one. In the tables a
     provider-qualified key (`"openai:gpt-4o"`) is tried before the bare one (`"gpt-4o"`), and a query
     without provider also matches a qualified key. A `RunUsage` is priced as a whole; for models with
     long-context tiers, `genai-prices` applies the tier to its total input, which can overstate a run of
@@ -158,29 +162,33 @@ def price_usage(
     is then a lower bound.
 
     Args:
-        model: Model name, with or without `provider:` prefix.
+        model: Model name, with or without `provider:` prefix: the one that answered.
         usage: Token usage, e.g. `AgentRunResult.usage`.
         custom_costs: Prices that override the defaults, keyed like `DEFAULT_COSTS` (prefix optional).
         provider: Provider of the model (`"openai"`, `"google-gla"`, ...) when `model` has no prefix.
+        requested: The name the caller asked for (`"openai:gpt-4o-mini"`), when it may differ from `model`.
 
     Returns:
         The price, or `None` when no source knows the model. Never raises for an unknown model; logs one
         warning per model name and process.
     """
-    prefix, name = normalize_model_name(model)
     provider = provider or None
-    qualifier = prefix or provider
+    names = [normalize_model_name(model)]
+    if requested and requested != model:
+        names.append(normalize_model_name(requested))
     if custom_costs:
-        costs = _lookup(custom_costs, qualifier, name)
+        for prefix, name in names:
+            costs = _lookup(custom_costs, prefix or provider, name)
+            if costs is not None:
+                return Price(_table_usd(costs, usage), "custom")
+    for prefix, name in names:
+        costs = _lookup(DEFAULT_COSTS, prefix or provider, name)
         if costs is not None:
-            return Price(_table_usd(costs, usage), "custom")
-    costs = _lookup(DEFAULT_COSTS, qualifier, name)
-    if costs is not None:
-        return Price(_table_usd(costs, usage), "default")
-    usd = _genai_prices_usd(name, usage, (prefix, provider)) if name else None
-    if usd is not None:
-        return Price(usd, "genai-prices")
-    _warn_unknown(model)
+            return Price(_table_usd(costs, usage), "default")
+        usd = _genai_prices_usd(name, usage, (prefix, provider)) if name else None
+        if usd is not None:
+            return Price(usd, "genai-prices")
+    _warn_unknown(model, requested if requested != model else None)
     return None
 
 
@@ -249,22 +257,24 @@ def _genai_prices_usd(name: str, usage: RunUsage | RequestUsage, providers: tupl
     return None
 
 
-_warned_models: set[str] = set()
+_warned_models: set[tuple[str, str | None]] = set()
 _warned_lock = threading.Lock()
 
 
-def _warn_unknown(model: str) -> None:
+def _warn_unknown(model: str, requested: str | None = None) -> None:
     """Log, once per model name and process, that `model` has no price and how to give it one."""
     with _warned_lock:
-        if model in _warned_models:
+        if (model, requested) in _warned_models:
             return
-        _warned_models.add(model)
+        _warned_models.add((model, requested))
+    asked = f" (requested as {requested!r})" if requested else ""
     logger.warning(
-        "No price known for model %r (not in custom_costs, DEFAULT_COSTS or genai-prices): its cost is "
+        "No price known for model %r%s (not in custom_costs, DEFAULT_COSTS or genai-prices): its cost is "
         'reported as unknown. To price it, pass custom_costs={"%s": ModelCosts('
         "cost_per_million_input_tokens=..., cost_per_million_output_tokens=...)}",
         model,
-        model,
+        asked,
+        normalize_model_name(requested)[1] if requested else model,
     )
 
 

@@ -36,6 +36,10 @@ class ExpenseEvent:
     """Seconds this call took."""
     key: str | None
     """The cache key, or None when the run could not be keyed."""
+    failed_attempts: int = 0
+    """Model request attempts that failed (rate limits, server errors) and were retried or gave up."""
+    failed: bool = False
+    """The run raised after paying for some responses: `cost` is what those responses cost."""
 
 
 @runtime_checkable

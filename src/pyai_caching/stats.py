@@ -35,6 +35,8 @@ class TaskStats:
     """Store failures and unreadable entries (each run still returned an answer)."""
     uncached: int = 0
     """Runs that could not be keyed and went to the model without the cache."""
+    failed: int = 0
+    """Runs that raised (after retries); what their responses cost is in `cost_spent`."""
     cost_spent: float = 0.0
     """USD paid for misses (priced runs only)."""
     cost_saved: float = 0.0

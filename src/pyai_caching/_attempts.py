@@ -1,0 +1,124 @@
+"""Per-request retries: a failed model request is sent again, never the run around it.
+
+`RequestRetries` is a PydanticAI capability added to each run the cache makes. Through its
+`get_wrapper_model` hook it wraps whichever model serves each request in a `RetryingModel`,
+which retries that one request with the call's backoff (tools that already ran do not run
+again, paid requests are not sent again) and records every response that came back, so the
+run is priced even when a later request fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic_ai.capabilities import AbstractCapability
+from pydantic_ai.messages import ModelMessage, ModelResponse
+from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
+from pydantic_ai.models.wrapper import WrapperModel
+from pydantic_ai.settings import ModelSettings
+
+from ._retry import Backoff, Budget, call_with_backoff
+
+__all__ = ("Attempts", "RequestRetries", "RetryingModel")
+
+T = TypeVar("T")
+
+
+@dataclass(eq=False)
+class Attempts:
+    """What one run's model requests did: the responses that came back and the attempts that failed."""
+
+    backoff: Backoff
+    budget: Budget = field(default_factory=Budget)
+    responses: list[ModelResponse] = field(default_factory=list)
+    """Every response received, in order, including ones a capability later rejected (all were paid)."""
+    failed: int = 0
+    """Attempts that raised (rate limits, server errors, timeouts), retried or not."""
+    streams: list[StreamedResponse] = field(default_factory=list)
+    """Streamed responses opened; their final responses are priced when the run ends."""
+
+    def all_responses(self) -> list[ModelResponse]:
+        """Responses received, streamed ones included (as far as they got)."""
+        return [*self.responses, *(stream.get() for stream in self.streams)]
+
+    async def send(self, fn: Callable[[], Awaitable[T]]) -> T:
+        async def attempt() -> T:
+            try:
+                return await fn()
+            except Exception:
+                self.failed += 1
+                raise
+
+        return await call_with_backoff(attempt, self.backoff, self.budget)
+
+
+@dataclass(init=False)
+class RetryingModel(WrapperModel):
+    """`wrapped`, with each request retried on its own under the run's backoff budget."""
+
+    attempts: Attempts = field(repr=False, compare=False)
+
+    def __init__(self, wrapped: Model, attempts: Attempts) -> None:
+        super().__init__(wrapped)
+        self.attempts = attempts
+
+    def _request_settings(self, model_settings: ModelSettings | None) -> ModelSettings | None:
+        """While this backoff owns retries, the SDK's own (2 by default) are off unless the caller set them."""
+        if self.attempts.backoff.max_wait <= 0:
+            return model_settings
+        own = self.wrapped.settings or {}
+        if (model_settings and "max_retries" in model_settings) or "max_retries" in own:
+            return model_settings
+        return {**(model_settings or {}), "max_retries": 0}
+
+    async def request(
+        self,
+        messages: list[ModelMessage],
+        model_settings: ModelSettings | None,
+        model_request_parameters: ModelRequestParameters,
+    ) -> ModelResponse:
+        settings = self._request_settings(model_settings)
+        response = await self.attempts.send(lambda: self.wrapped.request(messages, settings, model_request_parameters))
+        self.attempts.responses.append(response)
+        return response
+
+    @asynccontextmanager
+    async def request_stream(
+        self,
+        messages: list[ModelMessage],
+        model_settings: ModelSettings | None,
+        model_request_parameters: ModelRequestParameters,
+        run_context: Any = None,
+    ) -> AsyncIterator[StreamedResponse]:
+        """Opening the stream is retried; once events flow, a failure reaches the run (they were consumed)."""
+        settings = self._request_settings(model_settings)
+
+        async def open_stream() -> tuple[Any, StreamedResponse]:
+            context = self.wrapped.request_stream(messages, settings, model_request_parameters, run_context)
+            return context, await context.__aenter__()
+
+        context, stream = await self.attempts.send(open_stream)
+        self.attempts.streams.append(stream)
+        failed = False
+        try:
+            yield stream
+        except BaseException as exc:
+            failed = True
+            if not await context.__aexit__(type(exc), exc, exc.__traceback__):
+                raise
+        finally:
+            if not failed:
+                await context.__aexit__(None, None, None)
+
+
+@dataclass
+class RequestRetries(AbstractCapability[Any]):
+    """Wraps the model serving each request of one run in a `RetryingModel` sharing `attempts`."""
+
+    attempts: Attempts = field(repr=False)
+
+    def get_wrapper_model(self, model: Model) -> Model | None:
+        return RetryingModel(model, self.attempts)

@@ -1,0 +1,192 @@
+"""The cache protocol every front door shares. It knows nothing of agents.
+
+`fetch` answers one key: a miss already in flight in this event loop first, then the store, then
+one producer per key (concurrent callers wait for it). The producer's answer is written before
+anyone gets it, so when a call returns its entry is in the store (or the write failed and was
+logged): another process reading right after sees it. The leader gets the objects the producer
+made; everyone else gets their own copy, decoded from the stored bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from ._codec import DecodeError
+from ._registry import Cache
+
+__all__ = ("Outcome", "Produced", "fetch")
+
+logger = logging.getLogger("pyai_caching")
+
+E = TypeVar("E")
+
+
+@dataclass(frozen=True, slots=True)
+class Produced(Generic[E]):
+    """A producer's answer: the value, and its entry bytes (None: it must not be stored or shared as bytes)."""
+
+    value: E
+    data: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome(Generic[E]):
+    """What `fetch` found: the caller's own value, whether it came from the cache, and store errors on the way."""
+
+    value: E
+    hit: bool
+    errors: int
+
+
+async def fetch(
+    flights: dict[str, Any],
+    cache: Cache,
+    key: str,
+    *,
+    ttl: float | None,
+    decode: Callable[[bytes], E],
+    copy: Callable[[E], E],
+    produce: Callable[[], Awaitable[Produced[E]]],
+    orphaned: Callable[[E], Awaitable[None]],
+) -> Outcome[E]:
+    """The value for `key`: from a flight in progress, the store, or `produce` (called once per key at a time).
+
+    Args:
+        decode: Bytes to a new value for this caller; raises `DecodeError` for an unreadable entry (a miss).
+        copy: The leader's value as a new value for this caller, when it has no bytes (it may raise: the caller
+            then produces its own).
+        produce: Makes the value; runs as its own task, so it finishes (and is stored) even if every caller
+            waiting for it is cancelled.
+        orphaned: Called by that task with the value when the caller that started it was cancelled before the
+            answer came, so the answer is still accounted for.
+    """
+    errors = 0
+    flight: _Flight[E] | None = flights.get(key)
+    if flight is None:
+        data, failed = await cache.guarded.get(key)
+        errors += failed
+        if data is not None:
+            try:
+                return Outcome(decode(data), hit=True, errors=errors)
+            except DecodeError as exc:
+                errors += 1
+                logger.warning("unreadable cache entry %s (calling the model and overwriting it): %s", key, exc)
+        flight = flights.get(key)  # another caller may have started while we read
+    if flight is not None:
+        return await _follow(flight, decode, copy, produce, errors)
+    flight = _Flight.start(flights, key, lambda f: _fly(f, cache, key, ttl, produce, orphaned))
+    produced, stored = await flight.answer  # only the leader awaits it: cancelling it cancels no one else
+    return Outcome(produced.value, hit=False, errors=errors + (produced.data is not None and not stored))
+
+
+async def _follow(
+    flight: _Flight[E],
+    decode: Callable[[bytes], E],
+    copy: Callable[[E], E],
+    produce: Callable[[], Awaitable[Produced[E]]],
+    errors: int,
+) -> Outcome[E]:
+    """A caller that found the key in flight: its own copy of the leader's answer."""
+    produced, _ = await asyncio.shield(flight.shared)
+    if produced.data is not None:
+        try:
+            return Outcome(decode(produced.data), hit=True, errors=errors)
+        except DecodeError as exc:  # pragma: no cover - producers only share bytes that read back
+            logger.warning("the answer for %s does not read back from its entry: %s", flight.key, exc)
+    try:
+        return Outcome(copy(produced.value), hit=True, errors=errors)
+    except Exception:  # noqa: BLE001 - nothing to copy it with: this caller makes its own
+        return Outcome((await produce()).value, hit=False, errors=errors)
+
+
+async def _fly(
+    flight: _Flight[E],
+    cache: Cache,
+    key: str,
+    ttl: float | None,
+    produce: Callable[[], Awaitable[Produced[E]]],
+    orphaned: Callable[[E], Awaitable[None]],
+) -> None:
+    """Produce, store, then answer. A cancellation after the answer exists is held until it is stored and
+    answered: a paid response is always kept."""
+    try:
+        produced = await produce()
+    except BaseException as exc:
+        flight.fail(exc)
+        raise
+    cancelled = False
+    stored = False
+    if produced.data is not None:
+        try:
+            stored = await cache.guarded.set(key, produced.data, ttl)
+        except asyncio.CancelledError:
+            cancelled = True
+            stored = await cache.guarded.set(key, produced.data, ttl)
+    leader_gone = flight.answer.done()  # cancelled by its caller while the model was working
+    flight.settle(produced, stored)
+    if leader_gone:
+        try:
+            await orphaned(produced.value)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+
+
+@dataclass(eq=False)
+class _Flight(Generic[E]):
+    """One miss in flight: `answer` for the caller that started it, `shared` for the others, `task` doing the work."""
+
+    flights: dict[str, Any]
+    key: str
+    answer: asyncio.Future[tuple[Produced[E], bool]]
+    shared: asyncio.Future[tuple[Produced[E], bool]]
+    task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def start(
+        cls,
+        flights: dict[str, Any],
+        key: str,
+        work: Callable[[_Flight[E]], Awaitable[None]],
+    ) -> _Flight[E]:
+        loop = asyncio.get_running_loop()
+        flight: _Flight[E] = cls(flights=flights, key=key, answer=loop.create_future(), shared=loop.create_future())
+        flight.task = loop.create_task(work(flight))  # type: ignore[arg-type]
+        flights[key] = flight
+        for future in (flight.answer, flight.shared, flight.task):
+            future.add_done_callback(_consume)
+        flight.task.add_done_callback(lambda _: flight.forget())
+        return flight
+
+    def settle(self, produced: Produced[E], stored: bool) -> None:
+        """The answer is ready (and stored, if it could be): hand it out and stop collecting followers."""
+        self.forget()
+        for future in (self.answer, self.shared):
+            if not future.done():
+                future.set_result((produced, stored))
+
+    def fail(self, exc: BaseException) -> None:
+        """The producer failed: forget the flight at once (a retry produces again); everyone waiting gets the error."""
+        self.forget()
+        for future in (self.answer, self.shared):
+            if future.done():
+                continue
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(exc)
+
+    def forget(self) -> None:
+        if self.flights.get(self.key) is self:
+            del self.flights[self.key]
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Mark a finished future's exception as retrieved (its callers saw it, or none was left waiting)."""
+    if not future.cancelled():
+        future.exception()

@@ -1,0 +1,86 @@
+"""A hit's run identity is the caller's: content from the entry, ids and request times from this call.
+
+An entry holds the run that first paid for the answer: its `run_id`, `conversation_id`, `metadata`,
+trace context and the times its requests were made. Served to another caller as is, Bob's
+follow-up would continue Alice's conversation. `rebind` gives a freshly decoded run (nobody
+else holds it) the identity PydanticAI would have given this call's run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic_ai import AgentRunResult
+from pydantic_ai import messages as _messages
+
+__all__ = ("rebind",)
+
+try:  # the ids PydanticAI itself makes (time-ordered UUIDv7)
+    from pydantic_ai._uuid import uuid7 as _uuid7  # pyright: ignore[reportPrivateUsage]
+except ImportError:  # pragma: no cover - an older PydanticAI
+    _uuid7 = uuid.uuid4
+
+_NEW_CONVERSATION = "new"
+
+
+def rebind(
+    run: AgentRunResult[Any],
+    *,
+    history: Sequence[_messages.ModelMessage],
+    run_kwargs: Mapping[str, Any],
+    agent_metadata: Any,
+) -> AgentRunResult[Any]:
+    """Give `run` (decoded for this call only) this call's identity, in place, and return it.
+
+    - `run_id`: the call's `run_id=`, else a new one; `conversation_id`: the call's, else the latest on its
+      history, else a new one (PydanticAI's rules).
+    - `metadata`: the call's `metadata=` (else the agent's), when it is a mapping; metadata computed by a
+      function of the run context is not recomputed and reads as None.
+    - The history part of the messages is the caller's own history; the new messages carry the new ids, and the
+      new requests (and their parts) this call's time. Responses keep the times the provider answered.
+    """
+    state = run._state  # pyright: ignore[reportPrivateUsage]
+    run_id = run_kwargs.get("run_id") or str(_uuid7())
+    conversation_id = _conversation_id(run_kwargs.get("conversation_id"), history)
+    metadata = run_kwargs.get("metadata", None)
+    if metadata is None:
+        metadata = agent_metadata
+    state.run_id = run_id
+    state.conversation_id = conversation_id
+    state.metadata = dict(metadata) if isinstance(metadata, Mapping) else None
+
+    start = run._new_message_index  # pyright: ignore[reportPrivateUsage]
+    messages = state.message_history
+    if len(history) == start:  # the recorded history is this call's history by content: hand back the caller's own
+        messages[:start] = list(history)
+    now = datetime.datetime.now(tz=datetime.timezone.utc)
+    for message in messages[start:]:
+        message.run_id = run_id
+        message.conversation_id = conversation_id
+        if isinstance(message, _messages.ModelRequest):
+            message.timestamp = now
+            message.parts = [_stamped(part, now) for part in message.parts]
+    run._traceparent_value = None  # pyright: ignore[reportPrivateUsage] - the trace of the run that paid
+    return run
+
+
+def _stamped(part: Any, now: datetime.datetime) -> Any:
+    if getattr(part, "timestamp", None) is None or not dataclasses.is_dataclass(part):
+        return part
+    part.timestamp = now
+    return part
+
+
+def _conversation_id(explicit: Any, history: Sequence[_messages.ModelMessage]) -> str:
+    if isinstance(explicit, str) and explicit and explicit != _NEW_CONVERSATION:
+        return explicit
+    if explicit is None:
+        for message in reversed(history):
+            found = getattr(message, "conversation_id", None)
+            if found is not None:
+                return str(found)
+    return str(_uuid7())
