@@ -1,0 +1,204 @@
+"""Nothing is shared between callers: every result is the caller's own objects and run identity, and a hit's
+output is what the agent produced, once."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, ValidationInfo, field_validator
+from pydantic_ai import Agent
+from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, ToolCallPart, UserPromptPart
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+from pyai_caching import MemoryStore, cached_agent_run
+from pyai_caching._keys import format_key, request_digest
+
+
+class Profile(BaseModel):
+    name: str
+    interests: list[str]
+
+
+def profile_model(calls: list[int], delay: float = 0.0) -> FunctionModel:
+    async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        calls.append(1)
+        await asyncio.sleep(delay)
+        args = {"name": "Alex", "interests": ["hiking"]}
+        return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name, args)])
+
+    return FunctionModel(respond, model_name="gpt-4o-mini")
+
+
+def poison(result: Any) -> None:
+    """What a caller may do with its result right after the await."""
+    result.output.name = "Mallory"
+    result.output.interests.append("poison")
+    result.all_messages().append(ModelRequest(parts=[UserPromptPart("injected")]))
+    result.new_messages()[1].parts[0].args = {"name": "Mallory"}
+
+
+CLEAN = Profile(name="Alex", interests=["hiking"])
+
+
+def content(result: Any) -> Any:
+    """The messages' content, without what identifies the run."""
+    return [[(type(p).__name__, getattr(p, "content", None), getattr(p, "args", None)) for p in m.parts] for m in result.all_messages()]
+
+
+# ----------------------------------------------------------------- no cache poisoning
+
+
+async def test_what_the_leader_does_to_its_result_no_later_caller_sees() -> None:
+    store, calls = MemoryStore(), []
+    agent = Agent(profile_model(calls), output_type=Profile)
+    first = await cached_agent_run(agent, "q", "profile", store=store)
+    clean = content(first)
+    poison(first)
+    again = await cached_agent_run(agent, "q", "profile", store=store)
+    assert again.cached and calls == [1]
+    assert again.output == CLEAN
+    assert content(again) == clean
+
+
+async def test_concurrent_callers_share_no_object() -> None:
+    store, calls = MemoryStore(), []
+    agent = Agent(profile_model(calls, delay=0.05), output_type=Profile)
+    leader = asyncio.create_task(cached_agent_run(agent, "q", "profile", store=store))
+    await asyncio.sleep(0.01)  # the others find it in flight
+    followers = [asyncio.create_task(cached_agent_run(agent, "q", "profile", store=store)) for _ in range(2)]
+    first = await leader
+    clean = content(first)
+    poison(first)  # right after the await, before the followers resume
+    results = [first, *[await f for f in followers]]
+    assert calls == [1] and [r.cached for r in results] == [False, True, True]
+    assert results[1].output == CLEAN and content(results[1]) == clean
+    outputs = [id(r.output) for r in results]
+    messages = [id(m) for r in results for m in r.all_messages()]
+    assert len(set(outputs)) == 3 and len(set(messages)) == len(messages)
+    poison(results[1])
+    assert results[2].output == CLEAN and content(results[2]) == clean
+
+
+async def test_a_follower_gets_its_own_copy_even_when_the_output_is_not_stored() -> None:
+    store, calls = MemoryStore(), []
+    agent = Agent(profile_model(calls, delay=0.05), output_type=Doubled)
+    leader = asyncio.create_task(cached_agent_run(agent, "q", "profile", store=store))
+    await asyncio.sleep(0.01)
+    follower = await cached_agent_run(agent, "q", "profile", store=store)
+    first = await leader
+    assert calls == [1] and follower.cached
+    assert follower.output is not first.output and follower.output == first.output
+
+
+# ----------------------------------------------------------------- the caller's own run identity
+
+
+async def test_a_hit_carries_the_callers_run_conversation_and_metadata() -> None:
+    store, calls = MemoryStore(), []
+    agent = Agent(profile_model(calls), output_type=Profile)
+    alice = await cached_agent_run(
+        agent, "q", "profile", store=store, conversation_id="conv-alice", metadata={"tenant": "alice"}
+    )
+    before = datetime.now(tz=timezone.utc)
+    bob = await cached_agent_run(
+        agent, "q", "profile", store=store, conversation_id="conv-bob", metadata={"tenant": "bob"}, run_id="run-bob"
+    )
+    assert bob.cached and calls == [1]
+    assert (bob.run_id, bob.conversation_id, bob.metadata) == ("run-bob", "conv-bob", {"tenant": "bob"})
+    assert alice.conversation_id == "conv-alice" and alice.metadata == {"tenant": "alice"}
+    for message in bob.all_messages():
+        assert (message.run_id, message.conversation_id) == ("run-bob", "conv-bob")
+    request = bob.all_messages()[0]
+    assert isinstance(request, ModelRequest) and request.timestamp is not None and request.timestamp >= before
+    assert all(part.timestamp >= before for part in request.parts)
+    dumped = bob.all_messages_json()
+    assert b"alice" not in dumped and alice.run_id.encode() not in dumped
+
+
+async def test_a_hit_without_ids_gets_new_ones_and_continues_its_own_history() -> None:
+    store, calls = MemoryStore(), []
+    agent = Agent(profile_model(calls), output_type=Profile)
+    history = [
+        ModelRequest(parts=[UserPromptPart("earlier")], conversation_id="conv-1"),
+        ModelResponse(parts=[TextPart("ok")], conversation_id="conv-1"),
+    ]
+    first = await cached_agent_run(agent, "q", "profile", store=store)
+    second = await cached_agent_run(agent, "q", "profile", store=store)
+    assert second.cached and second.run_id != first.run_id and second.conversation_id != first.conversation_id
+
+    await cached_agent_run(agent, "next", "profile", store=store, message_history=history)
+    mine = [
+        ModelRequest(parts=[UserPromptPart("earlier")], conversation_id="conv-2"),
+        ModelResponse(parts=[TextPart("ok")], conversation_id="conv-2"),
+    ]
+    hit = await cached_agent_run(agent, "next", "profile", store=store, message_history=mine)
+    assert hit.cached and hit.conversation_id == "conv-2"
+    assert hit.all_messages()[:2] == mine  # the caller's own history, not the first caller's
+
+
+# ----------------------------------------------------------------- the output, once
+
+
+class Doubled(BaseModel):
+    """A validator that changes the value on every pass (it would be applied again on a re-validation)."""
+
+    name: str
+    interests: list[str]
+
+    @field_validator("name")
+    @classmethod
+    def tag(cls, value: str) -> str:
+        return value + "!"
+
+
+async def test_an_output_that_does_not_read_back_is_answered_not_cached(caplog: pytest.LogCaptureFixture) -> None:
+    store, calls = MemoryStore(), []
+    agent = Agent(profile_model(calls), output_type=Doubled)
+    first = await cached_agent_run(agent, "q", "doubled", store=store)
+    second = await cached_agent_run(agent, "q", "doubled", store=store)
+    assert first.output.name == second.output.name == "Alex!"  # never "Alex!!"
+    assert calls == [1, 1] and not second.cached
+    assert "does not read back" in caplog.text
+
+
+class Money(BaseModel):
+    amount: int
+
+    @field_validator("amount")
+    @classmethod
+    def in_currency(cls, value: int, info: ValidationInfo) -> int:
+        return value * info.context["rate"]  # raises TypeError without a context
+
+
+def money_model(calls: list[int]) -> FunctionModel:
+    def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        calls.append(1)
+        return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name, {"amount": 3})])
+
+    return FunctionModel(respond)
+
+
+async def test_a_validator_reading_the_validation_context_gets_it_on_a_hit() -> None:
+    store, calls = MemoryStore(), []
+    agent = Agent(money_model(calls), output_type=Money, validation_context={"rate": 1})
+    first = await cached_agent_run(agent, "q", "money", store=store)
+    second = await cached_agent_run(agent, "q", "money", store=store)
+    assert calls == [1] and second.cached and second.output == first.output == Money.model_construct(amount=3)
+
+
+async def test_a_validator_raising_on_a_hit_is_a_miss_not_an_error() -> None:
+    calls: list[int] = []
+    plain = Agent(money_model(calls), output_type=Money, validation_context={"rate": 1})
+    # a context computed from the run: a hit has no run to compute it from, so the validator raises TypeError there
+    computed = Agent(money_model(calls), output_type=Money, validation_context=lambda ctx: {"rate": 1})
+    source = MemoryStore()
+    await cached_agent_run(plain, "q", "money", store=source)
+    (entry,) = [value for value, _ in source._entries.values()]
+    store = MemoryStore()
+    await store.set(format_key("pyai_caching", "money", request_digest(computed, "q", [], {})), entry, None)
+
+    result = await cached_agent_run(computed, "q", "money", store=store)  # would raise TypeError if served
+    assert not result.cached and calls == [1, 1] and result.output == Money.model_construct(amount=3)
