@@ -161,13 +161,14 @@ def _to_response(body: JSON) -> JSON:
 class FakeOpenAIServer:
     """`with FakeOpenAIServer() as server:` serves on `server.url`; the SDK's base URL is `server.base_url`."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_alive: bool = False) -> None:
+        """`keep_alive`: speak HTTP/1.1 and keep connections open, as real providers do (clients then pool them)."""
         self._lock = threading.Lock()
         self._script: deque[ScriptItem] = deque()
         self._requests: list[RecordedRequest] = []
         self._default: Responder = echo_responder
         self._clients: list[AsyncOpenAI] = []
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self, keep_alive))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-openai", daemon=True)
 
@@ -252,8 +253,10 @@ class FakeOpenAIServer:
         return reply
 
 
-def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
+def _make_handler(server: FakeOpenAIServer, keep_alive: bool) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             try:
@@ -267,6 +270,8 @@ def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                 self.send_header(key, value)
             if reply.status == 200 and isinstance(body, dict) and body.get("stream") is True:
                 self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")  # the stream ends with the connection
+                self.close_connection = True
                 self.end_headers()
                 for chunk in _sse_chunks(reply.body, bool((body.get("stream_options") or {}).get("include_usage"))):
                     self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())

@@ -303,3 +303,35 @@ def test_custom_costs_for_unknown_model_silence_the_warning(caplog: pytest.LogCa
 
 def test_empty_model_name_is_unknown() -> None:
     assert price_usage("", _usage(1_000)) is None
+
+
+# ----------------------------------------------------------------- the name the user knows
+
+
+def test_custom_costs_win_by_the_requested_name_over_a_dated_answer() -> None:
+    mine = ModelCosts(1.0, 2.0)
+    usage = RequestUsage(input_tokens=1_000_000, output_tokens=1_000_000)
+    price = price_usage("gpt-4o-mini-2024-07-18", usage, custom_costs={"gpt-4o-mini": mine}, requested="openai:gpt-4o-mini")
+    assert price is not None and price.source == "custom" and price.usd == pytest.approx(3.0)
+    qualified = price_usage(
+        "gpt-4o-mini-2024-07-18", usage, custom_costs={"openai:gpt-4o-mini": mine}, requested="openai:gpt-4o-mini"
+    )
+    assert qualified is not None and qualified.source == "custom"
+    # the answering name, when priced by the caller, wins over the requested one
+    exact = price_usage(
+        "gpt-4o-mini-2024-07-18",
+        usage,
+        custom_costs={"gpt-4o-mini": mine, "gpt-4o-mini-2024-07-18": ModelCosts(0.0, 0.0)},
+        requested="gpt-4o-mini",
+    )
+    assert exact is not None and exact.usd == 0.0
+
+
+def test_a_fine_tune_is_priced_by_its_configured_name(caplog: pytest.LogCaptureFixture) -> None:
+    usage = RequestUsage(input_tokens=1_000_000, output_tokens=0)
+    tuned = "ft:gpt-4o-mini-2024-07-18:acme::abc123"
+    price = price_usage(tuned, usage, custom_costs={"support-bot": ModelCosts(9.0, 9.0)}, requested="openai:support-bot")
+    assert price is not None and price.usd == pytest.approx(9.0)
+    with caplog.at_level(logging.WARNING, logger="pyai_caching"):
+        assert price_usage(tuned, usage, requested="openai:support-bot-2") is None
+    assert tuned in caplog.text and "support-bot-2" in caplog.text

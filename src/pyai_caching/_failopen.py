@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from .exceptions import CacheError
 from .stores import Store
 
 __all__ = ("FailOpen",)
@@ -18,43 +19,90 @@ _FAILED: object = object()
 
 
 @dataclass
+class _Breaker:
+    """After a failure, operations are skipped for `cooldown` seconds (a circuit breaker), so while a store is
+    down each run pays at most one timeout per cooldown, not one per operation. One warning when it starts
+    failing, one when it recovers."""
+
+    kind: str
+    """"reads", "writes" or "counters"; "" for the store as a whole."""
+    clock: Callable[[], float]
+    cooldown: float
+    open_until: float = 0.0
+    failed_at: float = float("-inf")
+    down: bool = False
+
+    @property
+    def available(self) -> bool:
+        return self.clock() >= self.open_until
+
+    def failed(self, exc: Exception) -> None:
+        self.failed_at = self.clock()
+        self.open_until = self.failed_at + self.cooldown
+        if self.down:
+            return
+        self.down = True
+        if self.kind:
+            logger.warning(
+                "cache store refused %s, running without the cache for %s (retrying in %.0fs; entries it holds "
+                "are still served): %s",
+                self.kind,
+                self.kind,
+                self.cooldown,
+                exc,
+            )
+        else:
+            logger.warning("cache store failed, running without the cache (retrying in %.0fs): %s", self.cooldown, exc)
+
+    def succeeded(self, started: float) -> None:
+        if self.down and started >= self.failed_at:  # not an operation already in flight when it failed
+            self.down = False
+            logger.warning("cache store is reachable again%s", f" for {self.kind}" if self.kind else "")
+
+
+@dataclass
 class FailOpen:
     """Calls a store, turning failures into "no entry" / "not stored".
 
-    After a failure the store is skipped for `cooldown` seconds (a circuit breaker), so while a
-    store is down each run pays at most one timeout per cooldown, not one per operation. One
-    warning is logged when the store starts failing and one when it recovers.
+    A store that cannot be reached (refused connection, timeout) is skipped for every operation for `cooldown`
+    seconds. A store that answers but refuses one kind of operation (`CacheError.refused`: Redis at `maxmemory`
+    with `noeviction`, a read-only replica, a full disk) is skipped for that kind only, so it still serves the
+    entries it holds.
     """
 
     store: Store
     cooldown: float = 5.0
     clock: Callable[[], float] = time.monotonic
     errors: int = 0
-    """Failures seen (including skipped operations while the breaker was open)."""
-    _open_until: float = field(default=0.0, repr=False)
-    _failed_at: float = field(default=float("-inf"), repr=False)
-    _down: bool = field(default=False, repr=False)
+    """Failures seen (including skipped operations while a breaker was open)."""
+    _all: _Breaker = field(init=False, repr=False)
+    _kinds: dict[str, _Breaker] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        clock = lambda: self.clock()  # noqa: E731 - read at each use: the clock can be replaced (tests)
+        self._all = _Breaker("", clock, self.cooldown)
+        self._kinds = {kind: _Breaker(kind, clock, self.cooldown) for kind in ("reads", "writes", "counters")}
 
     @property
     def available(self) -> bool:
-        """False while the breaker is open."""
-        return self.clock() >= self._open_until
+        """False while reads are switched off."""
+        return self._all.available and self._kinds["reads"].available
 
     async def get(self, key: str) -> tuple[bytes | None, bool]:
         """The entry (or None) and whether the read failed."""
-        data = await self._call("read", lambda: self.store.get(key), _FAILED)
-        # not `self.errors` before/after: other operations may fail while this one is awaited
+        data = await self._call("reads", lambda: self.store.get(key), _FAILED)
         return (None, True) if data is _FAILED else (data, False)  # type: ignore[return-value]
 
     async def set(self, key: str, value: bytes, ttl: float | None) -> bool:
         """True if the entry was stored."""
-        return await self._call("write", lambda: _true(self.store.set(key, value, ttl)), False)
+        return await self._call("writes", lambda: _true(self.store.set(key, value, ttl)), False)
 
     async def add_counters(self, name: str, counters: Mapping[str, float]) -> bool:
-        return await self._call("counter update", lambda: _true(self.store.add_counters(name, counters)), False)
+        return await self._call("counters", lambda: _true(self.store.add_counters(name, counters)), False)
 
-    async def _call(self, what: str, op: Callable[[], Awaitable[T]], fallback: T) -> T:
-        if not self.available:
+    async def _call(self, kind: str, op: Callable[[], Awaitable[T]], fallback: T) -> T:
+        own = self._kinds[kind]
+        if not (self._all.available and own.available):
             self.errors += 1
             return fallback
         started = self.clock()
@@ -62,20 +110,10 @@ class FailOpen:
             result = await op()
         except Exception as exc:  # noqa: BLE001 - any store failure (custom stores too) fails open
             self.errors += 1
-            self._failed_at = self.clock()
-            self._open_until = self._failed_at + self.cooldown
-            if not self._down:
-                self._down = True
-                logger.warning(
-                    "cache store %s failed, running without the cache (retrying in %.0fs): %s",
-                    what,
-                    self.cooldown,
-                    exc,
-                )
+            (own if isinstance(exc, CacheError) and exc.refused else self._all).failed(exc)
             return fallback
-        if self._down and started >= self._failed_at:  # not an operation already in flight when it failed
-            self._down = False
-            logger.warning("cache store is reachable again")
+        self._all.succeeded(started)
+        own.succeeded(started)
         return result
 
 

@@ -1,59 +1,132 @@
 """One background event loop for every sync call, so sync code can run async code anywhere.
 
 `asyncio.run()` cannot be used inside a running loop (Jupyter, FastAPI handlers) and would
-bind Redis clients to a loop that closes after each call. A single daemon thread running one
-loop forever avoids both: connections are reused across calls and closed at interpreter exit.
+bind Redis clients to a loop that closes after each call. A daemon thread owning one loop
+avoids both: connections are reused across calls and closed at interpreter exit.
+
+The loop runs only while sync calls are in progress. Between calls it is stopped, not closed:
+PydanticAI replaces a provider's HTTP client when the loop it was last used on is no longer
+running, so `agent.run_sync(...)` or `asyncio.run(agent.run(...))` after a sync call work as
+they would without this library.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
+import contextlib
 import threading
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ("run",)
+__all__ = ("run", "add_idle_hook")
 
 T = TypeVar("T")
 
+
+class _Portal:
+    """The loop, its thread, and how many sync calls are running on it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.loop = asyncio.new_event_loop()
+        self.wake = threading.Event()
+        self.active = 0  # calls submitted and not finished
+        self.running = False  # the thread is driving the loop
+        self.stopping = False
+        self.changed = asyncio.Event()  # only used on the loop's thread
+        self.thread = threading.Thread(target=self._serve, name="pyai_caching-sync", daemon=True)
+        self.thread.start()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Schedule `coro` (it starts when the loop runs; this starts the loop if it is stopped)."""
+        with self.lock:
+            self.active += 1
+            future = asyncio.run_coroutine_threadsafe(self._tracked(coro), self.loop)
+            if not self.running:
+                self.running = True
+                self.wake.set()
+        return future
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopping = True
+        self.wake.set()
+        self.thread.join(timeout=5)
+
+    async def _tracked(self, coro: Coroutine[Any, Any, T]) -> T:
+        try:
+            return await coro
+        finally:
+            with self.lock:
+                self.active -= 1
+            self.changed.set()
+
+    async def _while_active(self) -> None:
+        """Run until no sync call is in progress, then return: the loop stops until the next one.
+
+        Before it stops, the idle hooks run (buffered counters are written: no timer fires while it is stopped).
+        """
+        while True:
+            self.changed.clear()
+            with self.lock:
+                idle = self.active == 0
+            if idle:
+                for hook in _idle_hooks:
+                    with contextlib.suppress(Exception):
+                        await hook()
+                with self.lock:
+                    if self.active == 0:
+                        self.running = False
+                        return
+                continue
+            await self.changed.wait()
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        while True:
+            self.wake.wait()
+            self.wake.clear()
+            with self.lock:
+                if self.stopping:
+                    break
+            self.loop.run_until_complete(self._while_active())
+        # as `asyncio.run` ends: cancel what is left (writes of paid answers finish first), then finalize async
+        # generators (this closes the stores opened on this loop), then close
+        tasks = asyncio.all_tasks(self.loop)
+        for task in tasks:
+            task.cancel()
+        self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        self.loop.close()
+
+
 _lock = threading.Lock()
-_loop: asyncio.AbstractEventLoop | None = None
-_thread: threading.Thread | None = None
+_portal: _Portal | None = None
+_idle_hooks: list[Callable[[], Awaitable[None]]] = []
 
 
-def _start() -> asyncio.AbstractEventLoop:
-    global _loop, _thread
+def add_idle_hook(hook: Callable[[], Awaitable[None]]) -> None:
+    """Run `hook` on the background loop each time its sync calls are done, before it stops."""
+    _idle_hooks.append(hook)
+
+
+def _get() -> _Portal:
+    global _portal
     with _lock:
-        if _loop is None or _thread is None or not _thread.is_alive():
-            loop = asyncio.new_event_loop()
-            thread = threading.Thread(target=_serve, args=(loop,), name="pyai_caching-sync", daemon=True)
-            thread.start()
-            _loop, _thread = loop, thread
+        if _portal is None or not _portal.thread.is_alive():
+            _portal = _Portal()
             atexit.register(_stop)
-        return _loop
-
-
-def _serve(loop: asyncio.AbstractEventLoop) -> None:
-    asyncio.set_event_loop(loop)
-    loop.run_forever()
-    # stopped, as `asyncio.run` ends: cancel what is left (writes of paid answers finish first), then
-    # finalize async generators (this closes the stores opened on this loop), then close
-    tasks = asyncio.all_tasks(loop)
-    for task in tasks:
-        task.cancel()
-    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-    loop.run_until_complete(loop.shutdown_asyncgens())
-    loop.close()
+        return _portal
 
 
 def _stop() -> None:
-    global _loop, _thread
+    global _portal
     with _lock:
-        loop, thread, _loop, _thread = _loop, _thread, None, None
-    if loop is not None and thread is not None and thread.is_alive():
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=5)
+        portal, _portal = _portal, None
+    if portal is not None and portal.thread.is_alive():
+        portal.stop()
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -62,11 +135,11 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     Raises:
         RuntimeError: called from code already running on the background loop (it would deadlock).
     """
-    loop = _start()
-    if threading.current_thread() is _thread:
+    portal = _get()
+    if threading.current_thread() is portal.thread:
         coro.close()
         raise RuntimeError("cached_agent_run_sync cannot be called from inside a cached run; await cached_agent_run")
-    future = asyncio.run_coroutine_threadsafe(coro, loop)
+    future = portal.submit(coro)
     try:
         return future.result()
     except BaseException:

@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import _portal
 from ._config import StoreSpec
 from ._failopen import FailOpen
 from .stats import StatsBuffer
@@ -118,3 +119,14 @@ async def _close_on_shutdown(state: LoopState) -> AsyncGenerator[None, None]:
         await state.aclose()
         _states.pop(asyncio.get_running_loop(), None)  # the generator holds its loop: let both go
         state.closer = None
+
+
+async def _write_counters() -> None:
+    """Write the counters buffered on the running loop (the background loop calls it before it stops)."""
+    state = _states.get(asyncio.get_running_loop())
+    if state is not None:
+        for cache in [*state.owned.values(), *state.borrowed]:
+            await cache.stats.flush()
+
+
+_portal.add_idle_hook(_write_counters)

@@ -24,7 +24,15 @@ class CacheError(PyaiCachingError):
     """A store could not read or write an entry (unreachable, timed out, refused).
 
     Stores raise it; `cached_agent_run` catches it, logs it and calls the model (fail open).
+
+    Attributes:
+        refused: The store answered but refused this kind of operation (out of memory with `noeviction`,
+            a read-only replica, a full disk): other kinds (reads, when writes are refused) keep being used.
     """
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 class UsageLimitExceeded(PyaiCachingError):

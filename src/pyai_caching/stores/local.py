@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -35,6 +36,7 @@ __all__ = ("LocalStore",)
 _NEVER = b"never"
 _HEADER = b"expires="
 _COUNTERS_DIR = "_counters"
+_REFUSED_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT})
 _MAX_COMPONENT = 200  # characters; file names are limited to 255 bytes and ".json" is appended
 
 
@@ -138,8 +140,8 @@ async def _off_loop(fn, *args):  # type: ignore[no-untyped-def]
             return await asyncio.to_thread(fn, *args)
         except RuntimeError:  # interpreter shutdown: no more worker threads, blocking is fine now
             return fn(*args)
-    except OSError as exc:
-        raise CacheError(f"local store I/O failed: {exc}") from exc
+    except OSError as exc:  # a full or read-only disk, or no permission, refuses writes only
+        raise CacheError(f"local store I/O failed: {exc}", refused=exc.errno in _REFUSED_ERRNOS) from exc
 
 
 def _component(part: str) -> str:

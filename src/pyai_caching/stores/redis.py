@@ -137,6 +137,10 @@ class RedisStore(Store):
                 if now >= deadline:
                     raise CacheError(f"Redis {what} failed: no free connection: {exc!r}") from exc
                 await asyncio.sleep(0.002)  # (not a BlockingConnectionPool: it cannot be used at loop shutdown)
+            except redis.exceptions.ResponseError as exc:
+                # the server answered: out of memory under `noeviction`, a read-only replica, a refused command
+                refused = not isinstance(exc, redis.exceptions.ClusterError)
+                raise CacheError(f"Redis {what} failed: {exc!r}", refused=refused) from exc
             except _STORE_ERRORS as exc:
                 raise CacheError(f"Redis {what} failed: {exc!r}") from exc
 

@@ -1,0 +1,146 @@
+"""Retries never redo paid work: the failed model request is retried, not the run; every response that came
+back is priced, failed attempts are counted, and `max_wait` bounds all the waiting of a run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic_ai import Agent
+from pydantic_ai.exceptions import ModelHTTPError
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.usage import RequestUsage
+
+from pyai_caching import DEFAULT_COSTS, ExpenseEvent, MemoryStore, UsageLimitExceeded, cached_agent_run, get_stats
+
+from openai_server import FakeOpenAIServer, error_reply, openai_model, text_reply
+
+USAGE = RequestUsage(input_tokens=1000, output_tokens=100)
+PRICE = DEFAULT_COSTS["gpt-4o-mini"]
+ONE_RESPONSE = (1000 * PRICE.cost_per_million_input_tokens + 100 * PRICE.cost_per_million_output_tokens) / 1e6
+
+
+class Events:
+    def __init__(self) -> None:
+        self.events: list[ExpenseEvent] = []
+
+    def record(self, event: ExpenseEvent) -> None:
+        self.events.append(event)
+
+
+def payment_agent(failures_after_the_tool: list[Exception], charges: list[int], requests: list[int]) -> Agent[Any, str]:
+    """First request: call `charge_card`; after the tool ran, the next request fails with each error in turn."""
+
+    def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        requests.append(1)
+        tool_ran = any(isinstance(p, ToolReturnPart) for m in messages for p in m.parts)
+        if not tool_ran:
+            return ModelResponse(parts=[ToolCallPart("charge_card", {"cents": 500})], usage=USAGE)
+        if failures_after_the_tool:
+            raise failures_after_the_tool.pop(0)
+        return ModelResponse(parts=[TextPart("Charged $5.")], usage=USAGE)
+
+    agent = Agent(FunctionModel(respond, model_name="gpt-4o-mini"))
+
+    @agent.tool_plain
+    def charge_card(cents: int) -> str:
+        charges.append(cents)
+        return "ok"
+
+    return agent
+
+
+async def test_a_failed_request_is_retried_alone_and_the_tool_never_runs_twice() -> None:
+    charges: list[int] = []
+    requests: list[int] = []
+    events = Events()
+    agent = payment_agent([ModelHTTPError(503, "gpt-4o-mini", body="overloaded")], charges, requests)
+    result = await cached_agent_run(
+        agent, "charge me", "pay", store=MemoryStore(), initial_wait=0.01, max_wait=1, expense_recorder=events
+    )
+    assert result.output == "Charged $5."
+    assert charges == [500]  # the whole run retried would have charged twice
+    assert len(requests) == 3  # tool call, failed attempt, retried attempt: the first request is not sent again
+    (event,) = events.events
+    assert event.failed_attempts == 1 and not event.failed
+    assert result.cost == pytest.approx(2 * ONE_RESPONSE)
+
+
+async def test_a_run_that_gives_up_still_prices_and_reports_what_it_paid_for() -> None:
+    charges: list[int] = []
+    requests: list[int] = []
+    events = Events()
+    store = MemoryStore()
+    errors: list[Exception] = [ModelHTTPError(429, "gpt-4o-mini", body="slow down") for _ in range(50)]
+    agent = payment_agent(errors, charges, requests)
+    with pytest.raises(UsageLimitExceeded):
+        await cached_agent_run(
+            agent, "charge me", "pay", store=store, initial_wait=0.01, max_wait=0.05, expense_recorder=events
+        )
+    assert charges == [500]
+    (event,) = events.events
+    assert event.failed and not event.cached and event.failed_attempts >= 2
+    assert event.cost == pytest.approx(ONE_RESPONSE)  # the tool-call response was paid for
+    stats = (await get_stats("pay", store=store)).total
+    assert stats.failed == 1 and stats.cost_spent == pytest.approx(ONE_RESPONSE) and stats.misses == 0
+
+
+async def test_max_wait_bounds_the_waiting_of_the_whole_run() -> None:
+    """Each request alone fits the budget (one 0.2 s wait); two requests together do not."""
+    waits = iter([0.2, 0.2])
+
+    def limited() -> ModelHTTPError:
+        error = ModelHTTPError(429, "gpt-4o-mini", body="slow down")
+        error.retry_after = next(waits)  # type: ignore[misc]
+        return error
+
+    calls: list[int] = []
+
+    def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        calls.append(1)
+        tool_ran = any(isinstance(p, ToolReturnPart) for m in messages for p in m.parts)
+        if len(calls) in (1, 3):  # the first attempt of each of the two requests
+            raise limited()
+        if not tool_ran:
+            return ModelResponse(parts=[ToolCallPart("lookup", {})], usage=USAGE)
+        return ModelResponse(parts=[TextPart("done")], usage=USAGE)
+
+    agent = Agent(FunctionModel(respond, model_name="gpt-4o-mini"))
+
+    @agent.tool_plain
+    def lookup() -> str:
+        return "found"
+
+    with pytest.raises(UsageLimitExceeded, match="budget"):
+        await cached_agent_run(agent, "q", "budget", store=MemoryStore(), initial_wait=0.01, max_wait=0.3)
+
+
+# ----------------------------------------------------------------- through the real openai SDK
+
+
+async def test_the_sdk_does_not_retry_under_our_backoff(openai_server: FakeOpenAIServer) -> None:
+    openai_server.script(
+        error_reply(429, "Rate limit reached", code="rate_limit_exceeded", headers={"retry-after-ms": "1"}),
+        text_reply("hello"),
+    )
+    agent = Agent(openai_model(openai_server, max_retries=2))  # the SDK would retry twice on its own
+    result = await cached_agent_run(agent, "hi", "sdk", store=MemoryStore(), initial_wait=0.01, max_wait=1)
+    assert result.output == "hello"
+    sent = [r for r in openai_server.requests if r.path.endswith("/chat/completions")]
+    assert len(sent) == 2
+    assert [r.headers.get("x-stainless-retry-count") for r in sent] == ["0", "0"]  # both attempts are ours
+
+
+async def test_the_sdk_retries_when_the_caller_asks_for_it(openai_server: FakeOpenAIServer) -> None:
+    openai_server.script(
+        error_reply(429, "Rate limit reached", code="rate_limit_exceeded", headers={"retry-after-ms": "1"}),
+        text_reply("hello"),
+    )
+    agent = Agent(openai_model(openai_server, max_retries=0))
+    result = await cached_agent_run(
+        agent, "hi", "sdk", store=MemoryStore(), model_settings={"max_retries": 1}, initial_wait=0.01, max_wait=1
+    )
+    assert result.output == "hello"
+    sent = [r for r in openai_server.requests if r.path.endswith("/chat/completions")]
+    assert [r.headers.get("x-stainless-retry-count") for r in sent] == ["0", "1"]  # the SDK's own retry
