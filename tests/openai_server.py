@@ -257,6 +257,12 @@ def _make_handler(server: FakeOpenAIServer, keep_alive: bool) -> type[BaseHTTPRe
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
 
+        def handle(self) -> None:
+            try:
+                super().handle()
+            except (ConnectionResetError, BrokenPipeError):  # a client dropped a kept-alive connection
+                pass
+
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             try:

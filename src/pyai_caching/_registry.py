@@ -8,6 +8,7 @@ parked on each loop for exactly that), so no client outlives its loop or leaks a
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import functools
 import weakref
@@ -62,7 +63,9 @@ class LoopState:
         return cache
 
     async def flush(self) -> None:
-        """Wait for answers being stored, then write the buffered counters of every cache on this loop."""
+        """Wait for answers being stored, then write the buffered counters of every cache on this loop (and the
+        counters stranded on loops that closed without shutting down)."""
+        _adopt_stranded(self)
         # shielded: cancelling a flush must not cancel the model calls and writes it waits for
         writes = [asyncio.shield(flight.task) for flight in self.flights.values()]
         if writes:
@@ -109,7 +112,44 @@ async def loop_state() -> LoopState:
         state = _states[loop] = LoopState()
         state.closer = _close_on_shutdown(state)
         await state.closer.__anext__()  # parked: the loop's asyncgen hooks now know it
+        _adopt_stranded(state)
     return state
+
+
+def _adopt_stranded(state: LoopState, *, at_exit: bool = False) -> None:
+    """Move counters buffered on loops that were closed without shutting down (`run_until_complete` then
+    `close()`, as Celery and thread-owned loops do; at exit, also loops no longer running) to `state`."""
+    for loop, other in list(_states.items()):
+        if other is state or not (loop.is_closed() or (at_exit and not loop.is_running())):
+            continue
+        for spec, cache in list(other.owned.items()):
+            cache.stats.move_to(state.cache_for(spec, None).stats)
+        for cache in list(other.borrowed):
+            cache.stats.move_to(state.cache_for(None, cache.guarded.store).stats)
+        if loop.is_closed():
+            _states.pop(loop, None)
+
+
+def _has_stranded_counters() -> bool:
+    return any(
+        cache.stats.pending and not loop.is_running()
+        for loop, state in list(_states.items())
+        for cache in [*state.owned.values(), *state.borrowed]
+    )
+
+
+async def _write_stranded() -> None:
+    state = await loop_state()
+    _adopt_stranded(state, at_exit=True)
+    await state.aclose()
+
+
+@atexit.register
+def _write_stranded_at_exit() -> None:
+    """At interpreter exit, write counters no loop is left to write."""
+    if _has_stranded_counters():
+        with contextlib.suppress(Exception):
+            asyncio.run(_write_stranded())
 
 
 async def _close_on_shutdown(state: LoopState) -> AsyncGenerator[None, None]:

@@ -96,6 +96,21 @@ class StatsBuffer:
         if self._scheduled is None:
             self._scheduled = asyncio.get_running_loop().call_later(FLUSH_DELAY, self._flush_soon)
 
+    @property
+    def pending(self) -> bool:
+        """Counters are waiting to be written."""
+        return any(self._pending.values())
+
+    def move_to(self, other: StatsBuffer) -> None:
+        """Hand the pending counters to `other` (this buffer's loop is gone)."""
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+            self._scheduled = None
+        pending, self._pending = self._pending, defaultdict(dict)
+        for group, counters in pending.items():
+            if counters:
+                other.add(group, counters)
+
     def _flush_soon(self) -> None:
         self._scheduled = None
         task = asyncio.get_running_loop().create_task(self.flush())
