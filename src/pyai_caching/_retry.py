@@ -26,18 +26,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final, NoReturn, TypeVar, cast
 
-from pydantic_ai.exceptions import (
-    AgentRunError,
-    ModelAPIError,
-    ModelConnectionError,
-    ModelHTTPError,
-    ModelQuotaExceededError,
-    ModelRateLimitError,
-    ModelRequestRejectedError,
-    ModelRequestTimeout,
-    ModelServerError,
-    ModelUnavailableError,
-)
+from pydantic_ai import exceptions as _exceptions
+from pydantic_ai.exceptions import AgentRunError, ModelAPIError, ModelHTTPError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from .exceptions import UsageLimitExceeded
@@ -54,17 +44,28 @@ _MIN_WAIT: Final = 0.001
 _MAX_DOUBLINGS: Final = 1000
 """Cap on the exponent of `initial_wait * 2**n`, so a long run of tiny waits can't overflow a float."""
 
-_RETRYABLE_TYPES: Final[tuple[type[ModelAPIError], ...]] = (
-    ModelRateLimitError,
-    ModelUnavailableError,  # includes ModelOverloadedError (529, "overloaded")
-    ModelServerError,
-    ModelConnectionError,  # includes ModelTimeoutError (transport timeout of one attempt)
-    ModelRequestTimeout,  # `request_timeout` / `first_event_timeout` ran out
+
+def _error_types(*names: str) -> tuple[type[ModelAPIError], ...]:
+    """The PydanticAI error categories of these names that this release has (most arrived in 2.59 and 2.62;
+    before them, the same errors are plain `ModelHTTPError`s, classified by status code below)."""
+    return tuple(t for name in names if (t := getattr(_exceptions, name, None)) is not None)
+
+
+_RETRYABLE_TYPES: Final = _error_types(
+    "ModelRateLimitError",
+    "ModelUnavailableError",  # includes ModelOverloadedError (529, "overloaded")
+    "ModelServerError",
+    "ModelConnectionError",  # includes ModelTimeoutError (transport timeout of one attempt)
+    "ModelRequestTimeout",  # `request_timeout` / `first_event_timeout` ran out
 )
 """PydanticAI error categories that waiting can fix."""
 
-_FINAL_TYPES: Final[tuple[type[ModelAPIError], ...]] = (ModelQuotaExceededError, ModelRequestRejectedError)
+_FINAL_TYPES: Final = _error_types("ModelQuotaExceededError", "ModelRequestRejectedError")
 """PydanticAI error categories that waiting cannot fix, whatever their status code."""
+
+_UNCATEGORIZED: Final = not hasattr(_exceptions, "ModelConnectionError")
+_CONNECTION_CAUSES: Final = frozenset({"APIConnectionError", "APITimeoutError"})
+"""SDK errors (openai, anthropic, groq) that releases before 2.59 wrap in a plain `ModelAPIError`."""
 
 _QUOTA_MARKERS: Final = ("quota", "billing", "credit", "spend_limit", "usage_limit_exceeded")
 """Words in a 429's error code, type or body that mean an exhausted quota, not a rate limit.
@@ -149,9 +150,10 @@ def retry_after(exc: BaseException) -> float | None:
     Read from PydanticAI's `ModelAPIError.retry_after`; `None` for other errors, exception groups, and
     negative or NaN values.
     """
-    if not isinstance(exc, ModelAPIError) or exc.retry_after is None:
+    value = getattr(exc, "retry_after", None) if isinstance(exc, ModelAPIError) else None  # (on every error: 2.59)
+    if value is None:
         return None
-    seconds = float(exc.retry_after)
+    seconds = float(value)
     return seconds if seconds >= 0 else None  # NaN fails the comparison too
 
 
@@ -283,7 +285,14 @@ def _is_retryable_model_error(exc: ModelAPIError) -> bool:
     if isinstance(exc, _RETRYABLE_TYPES):
         return True
     if not isinstance(exc, ModelHTTPError):
-        return False  # an uncategorized, status-less provider error: nothing says waiting helps
+        # before 2.59, a dropped connection or a transport timeout is a plain ModelAPIError from the SDK's error
+        cause = exc.__cause__
+        return (
+            _UNCATEGORIZED
+            and type(exc) is ModelAPIError
+            and cause is not None
+            and (type(cause).__name__ in _CONNECTION_CAUSES or is_retryable(cause))
+        )
     status = exc.status_code
     if status == 429:
         return not _says_quota_exhausted(exc)
@@ -292,5 +301,6 @@ def _is_retryable_model_error(exc: ModelAPIError) -> bool:
 
 def _says_quota_exhausted(exc: ModelHTTPError) -> bool:
     """Whether a 429 that PydanticAI didn't categorize reports exhausted quota/billing rather than a rate limit."""
-    text = " ".join(str(part) for part in (exc.provider_error_code, exc.provider_error_type, exc.body)).lower()
+    parts = (getattr(exc, "provider_error_code", None), getattr(exc, "provider_error_type", None), exc.body)  # 2.59
+    text = " ".join(str(part) for part in parts).lower()
     return any(marker in text for marker in _QUOTA_MARKERS)
