@@ -3,10 +3,12 @@
 Envelope (format 1)::
 
     {"format": 1, "model": "openai:gpt-4o", "cost": 0.0012, "latency": 1.9,
-     "created": 1732252800.0, "run": <TypeAdapter(AgentRunResult[T]) JSON>}
+     "created": 1732252800.0, "run": <TypeAdapter(AgentRunResult[Any]) JSON>}
 
-The run is re-validated against the caller's output type on read, so an entry written for
-another schema (or corrupted) fails to decode instead of handing back wrong data.
+The run (messages, usage, ids) is read with one schema shared by every output type, built once
+per process; then its output is validated against the caller's output type, with the caller's
+validation context, so an entry written for another schema (or corrupted) fails to decode
+instead of handing back wrong data.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, Union
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_ai import AgentRunResult
 from pydantic_ai.output import OutputDataT
 
@@ -55,9 +57,14 @@ class _Envelope(BaseModel, Generic[OutputDataT]):
     run: AgentRunResult[OutputDataT]
 
 
+_ENVELOPE: type[_Envelope[Any]] = _Envelope[Any]
+"""The envelope with the output read as plain JSON data: its schema (the run's message types, ~60 ms to build)
+is built once per process, not once per output type."""
+
+
 @functools.lru_cache(maxsize=512)
-def _envelope_adapter(output_type: Any) -> type[_Envelope[Any]]:
-    return _Envelope[output_type]  # type: ignore[valid-type]
+def _output_adapter(data_type: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(data_type)
 
 
 def _output_data_type(output_type: Any) -> Any:
@@ -69,27 +76,34 @@ def _output_data_type(output_type: Any) -> Any:
     return types[0] if len(types) == 1 else Union[types]  # noqa: UP007 - a runtime tuple of types
 
 
-def _adapter(output_type: Any) -> type[_Envelope[Any]]:
+def _output_type_adapter(output_type: Any) -> TypeAdapter[Any] | None:
+    """The adapter validating a run's `.output` for an output spec; None when nothing says what it is."""
     spec = tuple(output_type) if isinstance(output_type, list) else output_type  # `[A, B]`, hashable
     try:
         return _spec_adapter(spec)
     except TypeError:  # an unhashable spec: resolved on every call
-        return _build_adapter(spec)
+        return _adapter_for_spec(spec)
 
 
-def _build_adapter(output_type: Any) -> type[_Envelope[Any]]:
+def _adapter_for_spec(output_type: Any) -> TypeAdapter[Any] | None:
     try:
-        return _envelope_adapter(_output_data_type(output_type))
-    except TypeError:  # no type to validate against: validate the output loosely
-        return _envelope_adapter(Any)
+        data_type = _output_data_type(output_type)
+    except TypeError:  # no type to validate against: the output is kept as read
+        return None
+    if data_type is Any:
+        return None
+    try:
+        return _output_adapter(data_type)
+    except TypeError:  # an unhashable data type
+        return TypeAdapter(data_type)
 
 
-_spec_adapter = functools.lru_cache(maxsize=512)(_build_adapter)
+_spec_adapter = functools.lru_cache(maxsize=512)(_adapter_for_spec)
 
 
 def encode(entry: CachedRun[Any], output_type: Any) -> bytes:
-    """Serialize `entry` to the versioned JSON envelope."""
-    envelope = _adapter(output_type).model_construct(
+    """Serialize `entry` to the versioned JSON envelope (the output as pydantic serializes its value)."""
+    envelope = _ENVELOPE.model_construct(
         format=FORMAT,
         model=entry.model,
         cost=entry.cost,
@@ -107,8 +121,11 @@ def decode(data: bytes, output_type: Any, *, context: Any = None) -> CachedRun[A
         DecodeError: not JSON, another format version, a run that fails validation for `output_type`, or a
             validator of the output that raised (whatever it raised).
     """
+    adapter = _output_type_adapter(output_type)
     try:
-        envelope = _adapter(output_type).model_validate_json(data, context=context)
+        envelope = _ENVELOPE.model_validate_json(data)
+        if adapter is not None:  # the output's own validators run here, once, with the caller's context
+            envelope.run.output = adapter.validate_python(envelope.run.output, context=context)
     except ValidationError as exc:
         raise DecodeError(f"entry does not validate: {exc.error_count()} error(s), first: {exc.errors()[0]['msg']}") from exc
     except Exception as exc:  # noqa: BLE001 - a user validator raising TypeError, KeyError, ...: never the caller's error
