@@ -8,9 +8,9 @@ else holds it) the identity PydanticAI would have given this call's run.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
-import uuid
+import os
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,12 +19,15 @@ from pydantic_ai import messages as _messages
 
 __all__ = ("rebind",)
 
-try:  # the ids PydanticAI itself makes (time-ordered UUIDv7)
-    from pydantic_ai._uuid import uuid7 as _uuid7  # pyright: ignore[reportPrivateUsage]
-except ImportError:  # pragma: no cover - an older PydanticAI
-    _uuid7 = uuid.uuid4
 
-_NEW_CONVERSATION = "new"
+
+def _uuid7() -> str:
+    """A time-ordered UUIDv7 (RFC 9562), the kind of id PydanticAI gives runs and conversations."""
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    value = value & ~(0xF << 76) | 0x7 << 76  # version 7
+    value = value & ~(0x3 << 62) | 0x2 << 62  # variant 10
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def rebind(
@@ -44,7 +47,7 @@ def rebind(
       new requests (and their parts) this call's time. Responses keep the times the provider answered.
     """
     state = run._state  # pyright: ignore[reportPrivateUsage]
-    run_id = run_kwargs.get("run_id") or str(_uuid7())
+    run_id = run_kwargs.get("run_id") or _uuid7()
     conversation_id = _conversation_id(run_kwargs.get("conversation_id"), history)
     metadata = run_kwargs.get("metadata", None)
     if metadata is None:
@@ -63,16 +66,11 @@ def rebind(
         message.conversation_id = conversation_id
         if isinstance(message, _messages.ModelRequest):
             message.timestamp = now
-            message.parts = [_stamped(part, now) for part in message.parts]
+            for part in message.parts:
+                if getattr(part, "timestamp", None) is not None:
+                    part.timestamp = now  # type: ignore[union-attr]
     run._traceparent_value = None  # pyright: ignore[reportPrivateUsage] - the trace of the run that paid
     return run
-
-
-def _stamped(part: Any, now: datetime.datetime) -> Any:
-    if getattr(part, "timestamp", None) is None or not dataclasses.is_dataclass(part):
-        return part
-    part.timestamp = now
-    return part
 
 
 def _conversation_id(explicit: Any, history: Sequence[_messages.ModelMessage]) -> str:
@@ -83,4 +81,4 @@ def _conversation_id(explicit: Any, history: Sequence[_messages.ModelMessage]) -
             found = getattr(message, "conversation_id", None)
             if found is not None:
                 return str(found)
-    return str(_uuid7())
+    return _uuid7()

@@ -225,7 +225,7 @@ _model_state: contextvars.ContextVar[bool] = contextvars.ContextVar("_model_stat
 state (a test double's call counter), not its identity, and are left out."""
 
 
-def _function_data(fn: types.FunctionType) -> dict[str, Any]:
+def _function_data(fn: types.FunctionType, model_state: bool | None = None) -> dict[str, Any]:
     """A function by name, body, defaults and the values it closes over (`make_prompt("German")` differs
     from `make_prompt("French")`). A value with no data form makes the function unkeyable."""
     data: dict[str, Any] = {"__callable__": _qualname(fn), "code": _code_digest(fn.__code__)}
@@ -234,27 +234,42 @@ def _function_data(fn: types.FunctionType) -> dict[str, Any]:
     if fn.__kwdefaults__:
         data["kwdefaults"] = fn.__kwdefaults__
     if fn.__closure__:
-        seen = _in_progress.get()
-        if id(fn) in seen:  # a recursive closure: the body is keyed already
-            return {"__callable__": data["__callable__"], "recursive": True}
-        token = _in_progress.set(seen | {id(fn)})
-        try:
-            cells = {}
-            model_state = _model_state.get()
-            for name, cell in zip(fn.__code__.co_freevars, fn.__closure__):
-                try:
-                    value = cell.cell_contents
-                except ValueError:  # an empty cell (not yet assigned)
-                    continue
-                if model_state and (name in _rebound_names(fn.__code__) or not _is_immutable(value)):
-                    continue
-                cells[name] = json.loads(canonical_json(value))
-            data["closure"] = cells
-        except UnkeyableError as exc:
-            raise UnkeyableError(f"{_qualname(fn)} closes over a value with no data form ({exc})") from None
-        finally:
-            _in_progress.reset(token)
+        data["closure"] = _closure_data(fn, _model_state.get() if model_state is None else model_state)
     return data
+
+
+def _closure_data(fn: types.FunctionType, model_state: bool) -> dict[str, Any]:
+    """The values `fn` closes over: scalars as they are, the rest encoded now (while `fn` is marked in progress,
+    so a recursive closure ends)."""
+    cells: dict[str, Any] = {}
+    nested: list[tuple[str, Any]] = []
+    for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell (not yet assigned)
+            continue
+        if model_state and (name in _rebound_names(fn.__code__) or not _is_immutable(value)):
+            continue
+        if value is None or type(value) in (str, int, float, bool):
+            cells[name] = value
+        else:
+            nested.append((name, value))
+    if not nested:
+        return cells
+    seen = _in_progress.get()
+    if id(fn) in seen:  # a recursive closure: its body is keyed already
+        return {"recursive": True}
+    token = _in_progress.set(seen | {id(fn)})
+    state = _model_state.set(model_state)
+    try:
+        for name, value in nested:
+            cells[name] = canonical_json(value)  # bytes: keyed by their digest
+    except UnkeyableError as exc:
+        raise UnkeyableError(f"{_qualname(fn)} closes over a value with no data form ({exc})") from None
+    finally:
+        _model_state.reset(state)
+        _in_progress.reset(token)
+    return cells
 
 
 def _self_data(obj: Any) -> Any:
@@ -293,14 +308,18 @@ def _model_data(model: Model) -> dict[str, Any]:
     if profile is not None:
         data["profile"] = profile
     if dataclasses.is_dataclass(model):
-        token = _model_state.set(True)
-        try:
-            for f in _model_fields(type(model)):
-                value = getattr(model, f, None)
-                if value is not None:
-                    data[f] = json.loads(canonical_json(value))
-        finally:
-            _model_state.reset(token)
+        for f in _model_fields(type(model)):
+            value = getattr(model, f, None)
+            if value is None or type(value) in (str, int, float, bool):
+                data[f] = value
+            elif isinstance(value, types.FunctionType):
+                data[f] = _function_data(value, model_state=True)
+            else:  # encoded now, while what it holds is keyed as model state
+                token = _model_state.set(True)
+                try:
+                    data[f] = canonical_json(value)
+                finally:
+                    _model_state.reset(token)
     return data
 
 
