@@ -19,6 +19,8 @@ from pydantic_ai import messages as _messages
 
 __all__ = ("rebind",)
 
+_NEW_CONVERSATION = "new"  # `conversation_id="new"`: a fresh conversation, as in PydanticAI
+
 
 
 def _uuid7() -> str:

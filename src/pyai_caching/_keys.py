@@ -137,8 +137,22 @@ def canonical_json(value: Any) -> bytes:
         raise UnkeyableError(f"cannot derive a cache key: {exc}") from exc
 
 
-@functools.lru_cache(maxsize=4096)
+_code_digests: dict[int, tuple[types.CodeType, str]] = {}
+
+
 def _code_digest(code: types.CodeType) -> str:
+    """`_code_digest_of(code)`, remembered by identity (hashing a code object hashes all of it)."""
+    cached = _code_digests.get(id(code))
+    if cached is not None and cached[0] is code:
+        return cached[1]
+    digest = _code_digest_of(code)
+    if len(_code_digests) >= 4096:
+        _code_digests.clear()
+    _code_digests[id(code)] = (code, digest)
+    return digest
+
+
+def _code_digest_of(code: types.CodeType) -> str:
     """A digest of a function's body (bytecode, constants, names), so two lambdas of one scope differ
     and editing a function changes the key. It changes with the Python version too (a miss, not a wrong hit)."""
     consts = [_const_data(c) for c in code.co_consts]
@@ -459,19 +473,39 @@ def _output_data(agent: Agent[Any, Any], run_output_type: Any) -> Any:
         schema = agent._output_schema  # pyright: ignore[reportPrivateUsage]
     else:
         schema = _output_schema_for(run_output_type)
-    processors = schema.toolset.processors if schema.toolset is not None else {}
     return {
-        "mode": schema.mode,
-        "text": schema.allows_text,
-        "none": schema.allows_none,
-        "image": schema.allows_image,
-        "deferred": schema.allows_deferred_tools,
-        "object": schema.object_def,
-        "template": getattr(schema, "template", None),
-        "text_processor": _text_processor_data(schema.text_processor),
-        "tools": {name: p.object_def for name, p in processors.items()},
+        "schema": _schema_json(schema),
         "validators": [v.function for v in agent._output_validators],  # pyright: ignore[reportPrivateUsage]
     }
+
+
+_schema_jsons: dict[int, tuple[Any, bytes]] = {}
+
+
+def _schema_json(schema: Any) -> bytes:
+    """An output schema's key material, encoded once per schema object (schemas are built once and not
+    changed; a large JSON schema would otherwise be encoded on every lookup)."""
+    cached = _schema_jsons.get(id(schema))
+    if cached is not None and cached[0] is schema:
+        return cached[1]
+    processors = schema.toolset.processors if schema.toolset is not None else {}
+    encoded = canonical_json(
+        {
+            "mode": schema.mode,
+            "text": schema.allows_text,
+            "none": schema.allows_none,
+            "image": schema.allows_image,
+            "deferred": schema.allows_deferred_tools,
+            "object": schema.object_def,
+            "template": getattr(schema, "template", None),
+            "text_processor": _text_processor_data(schema.text_processor),
+            "tools": {name: p.object_def for name, p in processors.items()},
+        }
+    )
+    if len(_schema_jsons) >= 1024:
+        _schema_jsons.clear()
+    _schema_jsons[id(schema)] = (schema, encoded)
+    return encoded
 
 
 def _text_processor_data(processor: Any) -> Any:

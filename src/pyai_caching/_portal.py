@@ -20,7 +20,7 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ("run", "add_idle_hook")
+__all__ = ("run", "add_idle_hook", "wait_until_stopped")
 
 T = TypeVar("T")
 
@@ -30,6 +30,8 @@ class _Portal:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        self.stopped = threading.Condition(self.lock)
+        self.driving = False  # inside `run_until_complete`: the loop reports itself running
         self.loop = asyncio.new_event_loop()
         self.wake = threading.Event()
         self.active = 0  # calls submitted and not finished
@@ -48,6 +50,12 @@ class _Portal:
                 self.running = True
                 self.wake.set()
         return future
+
+    def wait_until_stopped(self, timeout: float) -> None:
+        """Block until the loop has stopped (or another call keeps it running): what the sync call did with a
+        provider's HTTP client is then on a loop that is not running, and PydanticAI moves it elsewhere."""
+        with self.stopped:
+            self.stopped.wait_for(lambda: not self.driving or self.active > 0, timeout=timeout)
 
     def stop(self) -> None:
         with self.lock:
@@ -91,7 +99,13 @@ class _Portal:
             with self.lock:
                 if self.stopping:
                     break
-            self.loop.run_until_complete(self._while_active())
+                self.driving = True
+            try:
+                self.loop.run_until_complete(self._while_active())
+            finally:
+                with self.lock:
+                    self.driving = False
+                    self.stopped.notify_all()
         # as `asyncio.run` ends: cancel what is left (writes of paid answers finish first), then finalize async
         # generators (this closes the stores opened on this loop), then close
         tasks = asyncio.all_tasks(self.loop)
@@ -127,6 +141,13 @@ def _stop() -> None:
         portal, _portal = _portal, None
     if portal is not None and portal.thread.is_alive():
         portal.stop()
+
+
+def wait_until_stopped(timeout: float = 1.0) -> None:
+    """After a sync call that used a model: return once the background loop has stopped (see `_Portal`)."""
+    portal = _portal
+    if portal is not None and threading.current_thread() is not portal.thread:
+        portal.wait_until_stopped(timeout)
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

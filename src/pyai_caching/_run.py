@@ -8,8 +8,6 @@ retries, price it, store it, give a hit the caller's identity, count it, record 
 from __future__ import annotations
 
 import copy
-import functools
-import inspect
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -33,7 +31,8 @@ from ._keys import UnkeyableError, effective_model_name, format_key, request_dig
 from ._registry import Cache, LoopState, loop_state
 from ._result import CachedAgentRunResult
 from ._retry import Backoff
-from .costs import ModelCosts, price_usage
+from ._arguments import backoff, check_costs_and_recorder, check_prompt, check_run_kwargs, is_empty
+from .costs import ModelCosts, price_responses
 from .recorders import ExpenseCallback, ExpenseEvent, ExpenseRecorder, notify
 from .stats import stats_group
 from .stores import Store
@@ -41,9 +40,6 @@ from .stores import Store
 __all__ = ("cached_agent_run", "cached_agent_run_sync")
 
 logger = logging.getLogger("pyai_caching")
-
-_RESERVED_KWARGS = frozenset({"user_prompt"})
-
 
 async def cached_agent_run(
     agent: AbstractAgent[Any, Any],
@@ -98,7 +94,7 @@ async def cached_agent_run(
         task_name,
         message_history=message_history,
         ttl=ttl,
-        backoff=_backoff(initial_wait, max_wait),
+        backoff=backoff(initial_wait, max_wait),
         expense_recorder=expense_recorder,
         custom_costs=custom_costs,
         key_extra=key_extra,
@@ -122,7 +118,10 @@ def cached_agent_run_sync(
     Runs on one long-lived background event loop shared by every sync call, so its Redis
     connections are reused across calls and never bound to a loop that has closed.
     """
-    return _portal.run(cached_agent_run(agent, prompt, task_name, **kwargs))
+    result = _portal.run(cached_agent_run(agent, prompt, task_name, **kwargs))
+    if not result.cached:  # the model's HTTP client was used on the background loop: let it stop first
+        _portal.wait_until_stopped()
+    return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,20 +158,12 @@ class _Call:
         if not isinstance(agent, AbstractAgent):
             raise TypeError(f"agent must be a pydantic_ai Agent, not {type(agent).__name__}")
         check_task_name(task_name)
-        _check_prompt(prompt)
+        check_prompt(prompt)
         history = to_messages(message_history)
-        if _is_empty(prompt) and not history and run_kwargs.get("conversation") is None:
+        if is_empty(prompt) and not history and run_kwargs.get("conversation") is None:
             raise ValueError("prompt is empty and there is no message_history: nothing to ask the model")
-        _check_run_kwargs(type(agent), run_kwargs)
-        if custom_costs is not None and (
-            not isinstance(custom_costs, Mapping)
-            or not all(isinstance(k, str) and isinstance(v, ModelCosts) for k, v in custom_costs.items())
-        ):
-            raise TypeError("custom_costs must be a mapping of model name (str) to ModelCosts")
-        if expense_recorder is not None and not (
-            isinstance(expense_recorder, ExpenseRecorder) or callable(expense_recorder)
-        ):
-            raise TypeError("expense_recorder must be a function (model, task_name, cost) or have a record(event) method")
+        check_run_kwargs(type(agent), run_kwargs)
+        check_costs_and_recorder(custom_costs, expense_recorder)
         return cls(
             agent=agent,
             prompt=prompt,
@@ -268,33 +259,12 @@ class _Call:
             raise
         latency = time.perf_counter() - started
         responses = attempts.all_responses() or [m for m in run.new_messages() if isinstance(m, _messages.ModelResponse)]
-        model, cost = self._price(responses)
+        model, cost = price_responses(
+            responses, requested=effective_model_name(self.agent, self.run_kwargs.get("model")), custom_costs=self.custom_costs
+        )
         return CachedRun(
             run=run, model=model, cost=cost, latency=latency, created=time.time(), failed_attempts=attempts.failed
         )
-
-    def _price(self, responses: Sequence[_messages.ModelResponse]) -> tuple[str | None, float | None]:
-        """The answering model's name and the price of `responses`; pricing never costs the answer."""
-        requested = effective_model_name(self.agent, self.run_kwargs.get("model"))
-        model = responses[-1].model_name if responses and responses[-1].model_name else requested
-        try:
-            total = 0.0
-            for response in responses:
-                name = response.model_name or model or ""
-                price = price_usage(
-                    name,
-                    response.usage,
-                    custom_costs=self.custom_costs,
-                    provider=response.provider_name,
-                    requested=requested,
-                )
-                if price is None:
-                    return model, None
-                total += price.usd
-        except Exception:  # noqa: BLE001 - pricing must never cost a paid answer
-            logger.exception("pricing the run failed; its cost is reported as unknown")
-            return model, None
-        return model, total
 
     # -- accounting
 
@@ -303,7 +273,9 @@ class _Call:
         responses = attempts.all_responses()
         if not responses and not attempts.failed:
             return
-        model, cost = self._price(responses)
+        model, cost = price_responses(
+            responses, requested=effective_model_name(self.agent, self.run_kwargs.get("model")), custom_costs=self.custom_costs
+        )
         cache.stats.add(stats_group(namespace, self.task_name), {"cost_spent": cost or 0.0, "failed": 1})
         if self.recorder is not None:
             await notify(
@@ -373,54 +345,6 @@ class _Call:
         _warn_once(f"this run cannot be cached, calling the model without the cache: {reason}")
         entry = await self._call_model(cache, namespace)
         return await self._account(cache, namespace, None, entry, hit=False, errors=0, started=started, uncached=True)
-
-
-def _check_prompt(prompt: Any) -> None:
-    if prompt is None or isinstance(prompt, str):
-        return
-    if isinstance(prompt, (bytes, Mapping)) or not isinstance(prompt, Sequence):
-        raise TypeError(f"prompt must be a string or a sequence of PydanticAI user content, not {type(prompt).__name__}")
-
-
-def _is_empty(prompt: Any) -> bool:
-    if prompt is None:
-        return True
-    if isinstance(prompt, str):
-        return not prompt.strip()
-    return len(prompt) == 0
-
-
-def _backoff(initial_wait: float, max_wait: float) -> Backoff:
-    try:
-        return _cached_backoff(initial_wait, max_wait)
-    except TypeError:  # unhashable arguments: let Backoff say what is wrong with them
-        return Backoff(initial_wait=initial_wait, max_wait=max_wait)
-
-
-@functools.lru_cache(maxsize=64)
-def _cached_backoff(initial_wait: float, max_wait: float) -> Backoff:
-    return Backoff(initial_wait=initial_wait, max_wait=max_wait)
-
-
-@functools.lru_cache(maxsize=64)
-def _run_parameters(agent_type: type) -> frozenset[str] | None:
-    """Keyword names `agent_type.run` accepts; None if it takes `**kwargs`."""
-    params = inspect.signature(agent_type.run).parameters.values()  # type: ignore[attr-defined]
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return None
-    return frozenset(p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL) - {"self"}
-
-
-def _check_run_kwargs(agent_type: type, run_kwargs: Mapping[str, Any]) -> None:
-    if not run_kwargs:
-        return
-    reserved = _RESERVED_KWARGS.intersection(run_kwargs)
-    if reserved:
-        raise TypeError(f"pass the prompt as prompt=, not {', '.join(sorted(reserved))}=")
-    accepted = _run_parameters(agent_type)
-    unknown = [] if accepted is None else sorted(set(run_kwargs) - accepted)
-    if unknown:
-        raise TypeError(f"{agent_type.__name__}.run() got unexpected keyword argument(s): {', '.join(unknown)}")
 
 
 _warned: set[str] = set()

@@ -27,7 +27,7 @@ import logging
 import math
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from numbers import Real
 from typing import TYPE_CHECKING, Literal
@@ -35,9 +35,10 @@ from typing import TYPE_CHECKING, Literal
 from genai_prices import calc_price
 
 if TYPE_CHECKING:
+    from pydantic_ai.messages import ModelResponse
     from pydantic_ai.usage import RequestUsage, RunUsage
 
-__all__ = ("DEFAULT_COSTS", "ModelCosts", "Price", "normalize_model_name", "price_usage")
+__all__ = ("DEFAULT_COSTS", "ModelCosts", "Price", "normalize_model_name", "price_usage", "price_responses")
 
 logger = logging.getLogger("pyai_caching")
 
@@ -190,6 +191,36 @@ def price_usage(
             return Price(usd, "genai-prices")
     _warn_unknown(model, requested if requested != model else None)
     return None
+
+
+def price_responses(
+    responses: Sequence[ModelResponse],
+    *,
+    requested: str | None,
+    custom_costs: Mapping[str, ModelCosts] | None = None,
+) -> tuple[str | None, float | None]:
+    """The answering model's name and the price of `responses` (every response that came back), summed.
+
+    `None` as the price when one of them has no price; never raises (a pricing bug must not cost a paid answer).
+    """
+    model = responses[-1].model_name if responses and responses[-1].model_name else requested
+    try:
+        total = 0.0
+        for response in responses:
+            price = price_usage(
+                response.model_name or model or "",
+                response.usage,
+                custom_costs=custom_costs,
+                provider=response.provider_name,
+                requested=requested,
+            )
+            if price is None:
+                return model, None
+            total += price.usd
+    except Exception:  # noqa: BLE001 - pricing must never cost a paid answer
+        logger.exception("pricing the run failed; its cost is reported as unknown")
+        return model, None
+    return model, total
 
 
 def _lookup(table: Mapping[str, ModelCosts], qualifier: str | None, name: str) -> ModelCosts | None:
