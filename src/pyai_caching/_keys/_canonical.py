@@ -1,0 +1,188 @@
+"""Canonical JSON of key material: sorted keys, no whitespace, objects reduced to their data.
+
+Messages and parts are keyed by content (fields naming one run left out), dataclasses by their
+fields, toolsets by their tools, models by their identity (`_models`), functions by name, code and
+what they close over (`_functions`). Anything else with no data form raises `UnkeyableError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import decimal
+import enum
+import functools
+import hashlib
+import json
+import pathlib
+import types
+import uuid
+from typing import Any
+
+import pydantic_core
+from pydantic import BaseModel
+from pydantic_ai import messages as _messages
+from pydantic_ai.models import Model
+from pydantic_ai.template import TemplateStr
+from pydantic_ai.toolsets import AbstractToolset, ExternalToolset, FunctionToolset
+from pydantic_ai.toolsets._dynamic import DynamicToolset
+
+__all__ = ("UnkeyableError", "canonical_json", "qualname")
+
+# Message fields that identify a particular run rather than its content.
+_VOLATILE_MESSAGE_FIELDS = (
+    "timestamp",
+    "run_id",
+    "conversation_id",
+    "provider_response_id",
+    "provider_details",
+    "provider_url",
+    "provider_name",
+    "model_name",
+    "model_id",
+    "usage",
+    "metadata",
+    "finish_reason",
+    "history_digest",
+    "failed_attempts",
+    "workspace_ref",
+    "canonical_system",  # set by the model from its provider; a history rebuilt by hand has None
+)
+# Not `state`: a `'suspended'` or `'interrupted'` message makes the next run continue or retry it.
+# Not `provider_name`: PydanticAI sends thinking signatures and native tool parts back only to their own
+# provider (and it is None, so left out, on the text parts of a history rebuilt by hand).
+_VOLATILE_PART_FIELDS = ("timestamp", "id", "provider_details")
+# Private fields of message parts that are sent to the model (`ImageUrl(media_type=..., identifier=...)`).
+_PRIVATE_PART_FIELDS = ("_media_type", "_identifier")
+
+
+class UnkeyableError(TypeError):
+    """Something that would change the answer cannot be turned into key material."""
+
+
+def canonical_json(value: Any) -> bytes:
+    """Deterministic JSON for `value`: sorted keys, no whitespace, objects reduced to their data.
+
+    Raises:
+        UnkeyableError: `value` holds an object with no stable data form.
+    """
+    try:
+        return json.dumps(
+            value,
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+            allow_nan=True,
+            check_circular=False,  # a cycle ends in RecursionError, turned into UnkeyableError below
+            default=_to_data,
+        ).encode()
+    except (TypeError, ValueError, RecursionError) as exc:
+        if isinstance(exc, UnkeyableError):
+            raise
+        raise UnkeyableError(f"cannot derive a cache key: {exc}") from exc
+
+
+def qualname(obj: Any) -> str:
+    module = getattr(obj, "__module__", None) or type(obj).__module__
+    name = getattr(obj, "__qualname__", None) or type(obj).__qualname__
+    return f"{module}.{name}"
+
+
+def _to_data(obj: Any) -> Any:  # noqa: C901 - one flat dispatch
+    """`json.dumps` hook: the stable data form of one non-JSON object."""
+    cls: type = type(obj)
+    if _is_plain_dataclass(cls):  # the common case, decided once per type
+        names, type_name = _data_fields(cls)
+        # fields left at None are left out: smaller JSON, and a field added later as None keeps keys stable
+        data = {name: value for name in names if (value := getattr(obj, name)) is not None}
+        if type_name is not None:
+            data["__type__"] = type_name
+        return data
+    if isinstance(obj, Model):
+        return model_data(obj)
+    if isinstance(obj, AbstractToolset):
+        return _toolset_data(obj)
+    if isinstance(obj, BaseModel):
+        # python mode, so sets stay sets (sorted below) instead of lists in hash-seed order
+        return {"__type__": qualname(type(obj)), "data": obj.model_dump(round_trip=True)}
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return {"__sha256__": hashlib.sha256(obj).hexdigest()}
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, (datetime.datetime, datetime.date, datetime.time)):
+        return obj.isoformat()
+    if isinstance(obj, datetime.timedelta):
+        return {"__timedelta__": obj.total_seconds()}
+    if isinstance(obj, (uuid.UUID, decimal.Decimal, pathlib.PurePath)):
+        return {"__" + type(obj).__name__.lower() + "__": str(obj)}
+    if isinstance(obj, (tuple, set, frozenset)):
+        items = list(obj)
+        return items if isinstance(obj, tuple) else sorted(items, key=canonical_json)
+    if isinstance(obj, functools.partial):
+        return {"__partial__": obj.func, "args": obj.args, "kwargs": obj.keywords}
+    if isinstance(obj, types.FunctionType):
+        return function_data(obj)
+    if isinstance(obj, types.MethodType):
+        return {"__method__": obj.__func__, "self": self_data(obj.__self__)}
+    if isinstance(obj, (type, types.BuiltinFunctionType)):
+        return {"__callable__": qualname(obj)}
+    if isinstance(obj, TemplateStr):
+        return {"__template__": obj._source}  # pyright: ignore[reportPrivateUsage]
+    try:  # what pydantic knows how to serialize (URLs, IP addresses, ...), as pydantic serializes it
+        return {"__" + qualname(cls) + "__": pydantic_core.to_jsonable_python(obj)}
+    except pydantic_core.PydanticSerializationError:
+        pass
+    if in_model.get():  # a model's own helper object (a callable test double): keyed by its class and code
+        call = getattr(cls, "__call__", None)
+        return {"__object__": qualname(cls), "call": call if isinstance(call, types.FunctionType) else None}
+    raise UnkeyableError(
+        f"cannot derive a cache key from a {type(obj).__qualname__!s} object; "
+        "pass key material you choose with key_extra= instead"
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def _is_plain_dataclass(cls: type) -> bool:
+    """Instances of `cls` are keyed by their fields (dataclasses that are not models or toolsets)."""
+    return dataclasses.is_dataclass(cls) and not issubclass(cls, (Model, AbstractToolset, BaseModel))
+
+
+@functools.lru_cache(maxsize=None)
+def _data_fields(cls: type) -> tuple[tuple[str, ...], str | None]:
+    """Public field names of a dataclass and the type tag to key it with.
+
+    Messages and parts are keyed by content alone: their `kind` fields already say what they are,
+    and fields naming a particular run (timestamps, ids, usage) are left out.
+    """
+    names = [f.name for f in dataclasses.fields(cls) if not f.name.startswith("_") or f.name in _PRIVATE_PART_FIELDS]
+    if issubclass(cls, (_messages.ModelRequest, _messages.ModelResponse)):
+        return tuple(n for n in names if n not in _VOLATILE_MESSAGE_FIELDS), None
+    if cls.__module__ == _messages.__name__ and ("part_kind" in names or "kind" in names):
+        return tuple(n for n in names if n not in _VOLATILE_PART_FIELDS), None
+    return tuple(names), qualname(cls)
+
+
+def _toolset_data(toolset: AbstractToolset[Any]) -> dict[str, Any]:
+    data: dict[str, Any] = {"__toolset__": qualname(type(toolset)), "id": toolset.id}
+    if isinstance(toolset, FunctionToolset):
+        data["tools"] = {name: {"def": tool.tool_def, "prepare": tool.prepare} for name, tool in toolset.tools.items()}
+        # the toolset's instructions are sent to the model with its tools
+        data["instructions"] = list(getattr(toolset, "_instructions", None) or ())  # pyright: ignore
+    elif isinstance(toolset, ExternalToolset):
+        data["tools"] = toolset.tool_defs
+    elif isinstance(toolset, DynamicToolset):
+        data["function"] = toolset.toolset_func
+        data["per_run_step"] = toolset.per_run_step
+    elif dataclasses.is_dataclass(toolset):
+        data.update((name, getattr(toolset, name)) for name in _data_fields(type(toolset))[0])
+    else:  # its tools are not readable without running it (an MCP server, a custom toolset)
+        raise UnkeyableError(
+            f"cannot read the tools of a {type(toolset).__qualname__} toolset without running it, "
+            "so runs using it are not cached"
+        )
+    return data
+
+
+# the handlers `_to_data` dispatches to; imported last, as they use `canonical_json` themselves
+from ._functions import function_data, in_model, self_data  # noqa: E402
+from ._models import model_data  # noqa: E402
