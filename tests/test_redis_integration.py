@@ -47,7 +47,7 @@ LOGGER = "pyai_caching"
 MODEL_NAME = "test-llm"
 COSTS = {MODEL_NAME: ModelCosts(cost_per_million_input_tokens=1.0, cost_per_million_output_tokens=2.0)}
 FIFTEEN_DAYS_MS = 15 * 24 * 3600 * 1000
-KEY_RE = re.compile(r"^pyai_caching:v1:(?P<task>[^:]+):(?P<digest>[0-9a-f]{64})$")
+KEY_RE = re.compile(r"^pyai_caching:v2:(?P<task>[^:]+):(?P<digest>[0-9a-f]{64})$")
 
 
 class CountingModel:
@@ -83,7 +83,7 @@ def admin(redis_url: str, redis_server) -> Iterator[redis.Redis]:  # type: ignor
 
 
 def entry_keys(admin: redis.Redis, namespace: str = "pyai_caching") -> list[str]:
-    return sorted(k.decode() for k in admin.keys(f"{namespace}:v1:*"))
+    return sorted(k.decode() for k in admin.keys(f"{namespace}:v2:*"))
 
 
 def cache_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -178,13 +178,13 @@ async def test_namespace_changes_the_prefix(
     agent: Agent[None, str], model: CountingModel, admin: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     result = await cached_run(agent, "q", "faq", redis_url=redis_url, namespace="myapp", custom_costs=COSTS)
-    assert result.cache_key is not None and result.cache_key.startswith("myapp:v1:faq:")
+    assert result.cache_key is not None and result.cache_key.startswith("myapp:v2:faq:")
     assert entry_keys(admin, "myapp") == [result.cache_key]
     assert entry_keys(admin) == []
 
     monkeypatch.setenv("LLM_CACHE_NAMESPACE", "fromenv")
     env = await cached_run(agent, "q", "faq", redis_url=redis_url, custom_costs=COSTS)
-    assert env.cache_key is not None and env.cache_key.startswith("fromenv:v1:faq:")
+    assert env.cache_key is not None and env.cache_key.startswith("fromenv:v2:faq:")
     assert env.cached is False and model.calls == 2  # namespaces do not share entries
 
     await flush()

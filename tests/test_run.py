@@ -253,7 +253,7 @@ async def test_env_dir_selects_the_embedded_store(
     await cached_agent_run(agent, "q", "profile")
     hit = await cached_agent_run(agent, "q", "profile")
     assert hit.cached and model.calls == 1
-    assert list((tmp_path / "cache" / "pyai_caching" / "v1" / "profile").glob("*.json"))
+    assert list((tmp_path / "cache" / "pyai_caching" / "v2" / "profile").glob("*.json"))
 
 
 # --- corrupt entries, schema changes, TTL -----------------------------------------------------

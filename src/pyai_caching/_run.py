@@ -64,7 +64,7 @@ async def cached_agent_run(
         agent: The PydanticAI agent to run.
         prompt: The user prompt: a string or PydanticAI user content (text, images, documents).
             May be empty only when `message_history` is given.
-        task_name: Groups entries and counters (`<namespace>:v1:<task_name>:<digest>`).
+        task_name: Groups entries and counters (`<namespace>:v2:<task_name>:<digest>`).
         message_history: Earlier messages: PydanticAI messages, their JSON dicts, or
             `{"role": ..., "content": ...}` dicts. Part of the key by content (not timestamps or ids).
         redis_url: Redis URL; defaults to `LLM_CACHE_REDIS_URL` (then `LLM_CACHE_DIR` for the embedded store).

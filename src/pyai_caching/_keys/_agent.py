@@ -16,7 +16,7 @@ from ._models import key_settings
 
 __all__ = ("KEY_VERSION", "RUN_KWARGS_NOT_IN_KEY", "effective_model_name", "request_digest", "format_key")
 
-KEY_VERSION = "v1"
+KEY_VERSION = "v2"
 """Bumped whenever the same inputs would hash differently; old entries then simply miss."""
 
 RUN_KWARGS_NOT_IN_KEY = frozenset(
