@@ -135,7 +135,7 @@ def history(reply: str = "Paris.", *, at: datetime = T0, run_id: str = "run-1") 
 def test_format_key() -> None:
     d = hashlib.sha256(b"x").hexdigest()
     assert format_key("myapp", "summarise", d) == f"myapp:v2:summarise:{d}"
-    assert KEY_VERSION == "v1"
+    assert KEY_VERSION == "v2"
 
 
 def test_digest_is_sha256_hex() -> None:
