@@ -103,13 +103,16 @@ class StatsBuffer:
 
     def move_to(self, other: StatsBuffer) -> None:
         """Hand the pending counters to `other` (this buffer's loop is gone)."""
+        for group, counters in self._take().items():
+            other.add(group, counters)
+
+    def _take(self) -> dict[str, dict[str, float]]:
+        """The pending counters, now no longer pending (and no flush scheduled for them)."""
         if self._scheduled is not None:
             self._scheduled.cancel()
             self._scheduled = None
         pending, self._pending = self._pending, defaultdict(dict)
-        for group, counters in pending.items():
-            if counters:
-                other.add(group, counters)
+        return {group: counters for group, counters in pending.items() if counters}
 
     def _flush_soon(self) -> None:
         self._scheduled = None
@@ -119,10 +122,5 @@ class StatsBuffer:
 
     async def flush(self) -> None:
         """Write every pending counter now (counters a failing store refuses are dropped, not retried)."""
-        if self._scheduled is not None:
-            self._scheduled.cancel()
-            self._scheduled = None
-        pending, self._pending = self._pending, defaultdict(dict)
-        for group, counters in pending.items():
-            if counters:
-                await self.cache.add_counters(group, counters)
+        for group, counters in self._take().items():
+            await self.cache.add_counters(group, counters)
