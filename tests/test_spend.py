@@ -6,7 +6,6 @@ import asyncio
 import logging
 import threading
 import time
-from typing import Any
 
 import pytest
 from pydantic_ai import Agent

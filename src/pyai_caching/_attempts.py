@@ -1,7 +1,7 @@
 """Per-request retries: a failed model request is sent again, never the run around it.
 
 `RequestRetries` is a PydanticAI capability added to each run the cache makes. Through its
-`get_wrapper_model` hook it wraps whichever model serves each request in a `RetryingModel`,
+`get_wrapper_model` hook (before PydanticAI 2.62: `before_model_request`) it wraps whichever model serves each request in a `RetryingModel`,
 which retries that one request with the call's backoff (tools that already ran do not run
 again, paid requests are not sent again) and records every response that came back, so the
 run is priced even when a later request fails.
@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.messages import ModelMessage, ModelResponse
-from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
+from pydantic_ai.models import Model, ModelRequestContext, ModelRequestParameters, StreamedResponse
 from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.settings import ModelSettings
 
@@ -25,6 +25,9 @@ from ._retry import Backoff, Budget, call_with_backoff
 __all__ = ("Attempts", "RequestRetries", "RetryingModel")
 
 T = TypeVar("T")
+
+_HAS_WRAPPER_HOOK = hasattr(AbstractCapability, "get_wrapper_model")
+"""`get_wrapper_model` arrived in 2.62; before it, `before_model_request` may replace the request's model."""
 
 
 @dataclass(eq=False)
@@ -122,3 +125,18 @@ class RequestRetries(AbstractCapability[Any]):
 
     def get_wrapper_model(self, model: Model) -> Model | None:
         return RetryingModel(model, self.attempts)
+
+    if not _HAS_WRAPPER_HOOK:  # pragma: no cover - PydanticAI 2.58 to 2.61
+
+        async def before_model_request(self, ctx: Any, request_context: ModelRequestContext) -> ModelRequestContext:
+            if not _is_retrying(request_context.model):
+                request_context.model = RetryingModel(request_context.model, self.attempts)
+            return request_context
+
+
+def _is_retrying(model: Model) -> bool:
+    while isinstance(model, WrapperModel):
+        if isinstance(model, RetryingModel):
+            return True
+        model = model.wrapped
+    return False
