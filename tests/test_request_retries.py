@@ -87,13 +87,12 @@ async def test_a_run_that_gives_up_still_prices_and_reports_what_it_paid_for() -
 
 
 async def test_max_wait_bounds_the_waiting_of_the_whole_run() -> None:
-    """Each request alone fits the budget (one 0.2 s wait); two requests together do not."""
-    waits = iter([0.2, 0.2])
+    """Each request alone fits the budget (one 1 s wait); two requests together do not."""
+    waits = iter([1, 1])
 
     def limited() -> ModelHTTPError:
-        error = ModelHTTPError(429, "gpt-4o-mini", body="slow down")
-        error.retry_after = next(waits)  # type: ignore[misc]
-        return error
+        headers = {"retry-after": str(next(waits))}
+        return ModelHTTPError(429, "gpt-4o-mini", "slow down", headers=headers)  # type: ignore[call-arg]
 
     calls: list[int] = []
 
@@ -113,7 +112,7 @@ async def test_max_wait_bounds_the_waiting_of_the_whole_run() -> None:
         return "found"
 
     with pytest.raises(UsageLimitExceeded, match="budget"):
-        await cached_agent_run(agent, "q", "budget", store=MemoryStore(), initial_wait=0.01, max_wait=0.3)
+        await cached_agent_run(agent, "q", "budget", store=MemoryStore(), initial_wait=0.01, max_wait=1.5)
 
 
 # ----------------------------------------------------------------- through the real openai SDK

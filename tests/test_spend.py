@@ -9,7 +9,7 @@ import time
 
 import pytest
 from pydantic_ai import Agent
-from pydantic_ai.exceptions import ModelHTTPError, ModelRateLimitError
+from pydantic_ai.exceptions import ModelHTTPError
 from pydantic_ai.exceptions import UsageLimitExceeded as PydanticAIUsageLimitExceeded
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
@@ -227,11 +227,12 @@ async def test_http_429_and_503_are_retried_then_cached(memory: MemoryStore) -> 
 
 
 async def test_rate_limit_with_retry_after_is_honoured(memory: MemoryStore) -> None:
-    model, calls = flaky_model([ModelRateLimitError("gpt-4o-mini", "slow down", retry_after=0.2)])
+    limited = ModelHTTPError(429, "gpt-4o-mini", "slow down", headers={"retry-after": "1"})  # type: ignore[call-arg]
+    model, calls = flaky_model([limited])
     started = time.monotonic()
-    result = await cached_agent_run(Agent(model), "q", "t", store=memory, initial_wait=0.01, max_wait=1.0)
+    result = await cached_agent_run(Agent(model), "q", "t", store=memory, initial_wait=0.01, max_wait=2.0)
     assert result.output == "ok" and len(calls) == 2
-    assert time.monotonic() - started >= 0.2
+    assert time.monotonic() - started >= 1.0
 
 
 async def test_client_errors_are_not_retried(memory: MemoryStore) -> None:
