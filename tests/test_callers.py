@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationInfo, field_validator
 from pydantic_ai import Agent
-from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, ToolCallPart, UserPromptPart
+from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, ToolCallPart, ToolReturnPart, UserPromptPart
+from pydantic_ai.usage import RequestUsage
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from pyai_caching import MemoryStore, cached_agent_run
@@ -202,3 +203,61 @@ async def test_a_validator_raising_on_a_hit_is_a_miss_not_an_error() -> None:
 
     result = await cached_agent_run(computed, "q", "money", store=store)  # would raise TypeError if served
     assert not result.cached and calls == [1, 1] and result.output == Money.model_construct(amount=3)
+
+
+# ----------------------------------------------------------------- usage= and conversation= as agent.run treats them
+
+
+async def test_a_hit_adds_its_usage_to_the_callers_usage_object_and_records_its_own() -> None:
+    from pydantic_ai.usage import RunUsage
+
+    store, calls = MemoryStore(), []
+    agent = Agent(money_model(calls), output_type=Money, validation_context={"rate": 1})
+    alice = RunUsage(requests=7, input_tokens=5000)
+    first = await cached_agent_run(agent, "q", "usage", store=store, usage=alice)
+    own_requests = first.usage.requests - 7
+    bob = RunUsage(requests=1, input_tokens=3)
+    second = await cached_agent_run(agent, "q", "usage", store=store, usage=bob)
+    assert second.cached and calls == [1]
+    assert second.usage is bob and bob.requests == 1 + own_requests  # Alice's 7 are not Bob's
+    assert bob.input_tokens == 3 + (first.usage.input_tokens - 5000)
+
+
+async def test_a_hit_takes_the_conversation_id_of_its_conversation() -> None:
+    from pydantic_ai.conversation import Conversation
+
+    store, calls = MemoryStore(), []
+    agent = Agent(profile_model(calls), output_type=Profile)
+    await cached_agent_run(agent, "q", "conv", store=store, conversation=Conversation(conversation_id="conv-A"))
+    hit = await cached_agent_run(agent, "q", "conv", store=store, conversation=Conversation(conversation_id="conv-B"))
+    assert hit.cached and hit.conversation_id == "conv-B"
+
+
+async def test_a_cancelled_run_still_counts_what_it_paid_for() -> None:
+    from pyai_caching import get_stats
+
+    store = MemoryStore()
+    started = asyncio.Event()
+
+    async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        if any(isinstance(p, ToolReturnPart) for m in messages for p in m.parts):
+            started.set()
+            await asyncio.sleep(10)  # cancelled here, after one paid response
+        return ModelResponse(parts=[ToolCallPart("lookup", {})], usage=RequestUsage(input_tokens=1_000_000, output_tokens=0))
+
+    agent = Agent(FunctionModel(respond, model_name="gpt-4o-mini"))
+
+    @agent.tool_plain
+    def lookup() -> str:
+        return "found"
+
+    from pyai_caching._registry import loop_state
+
+    task = asyncio.create_task(cached_agent_run(agent, "q", "cancelled", store=store))
+    await started.wait()
+    for flight in list((await loop_state()).flights.values()):  # as a loop shutting down cancels every task
+        flight.task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    stats = (await get_stats("cancelled", store=store)).total
+    assert stats.failed == 1 and stats.cost_spent == pytest.approx(0.15)  # 1M input tokens of gpt-4o-mini

@@ -13,6 +13,7 @@ instead of handing back wrong data.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, Union
@@ -20,6 +21,7 @@ from typing import Any, Generic, Literal, Union
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_ai import AgentRunResult
 from pydantic_ai.output import OutputDataT
+from pydantic_ai.usage import RunUsage
 
 __all__ = ("FORMAT", "CachedRun", "DecodeError", "encode", "decode")
 
@@ -44,6 +46,13 @@ class CachedRun(Generic[OutputDataT]):
     """Unix time the entry was written."""
     failed_attempts: int = 0
     """Model request attempts of the original run that failed and were retried (not stored)."""
+    usage: RunUsage | None = None
+    """The run's own usage, when `run.usage` also counts a usage object the caller passed in (`usage=`)."""
+
+    @property
+    def run_usage(self) -> RunUsage:
+        """What this run used (and what its entry records)."""
+        return self.usage if self.usage is not None else self.run.usage
 
 
 class _Envelope(BaseModel, Generic[OutputDataT]):
@@ -103,13 +112,16 @@ _spec_adapter = functools.lru_cache(maxsize=512)(_adapter_for_spec)
 
 def encode(entry: CachedRun[Any], output_type: Any) -> bytes:
     """Serialize `entry` to the versioned JSON envelope (the output as pydantic serializes its value)."""
+    run = entry.run
+    if entry.usage is not None:  # the entry records this run's own usage, not a total it was added to
+        run = dataclasses.replace(run, _state=dataclasses.replace(run._state, usage=entry.usage))  # pyright: ignore
     envelope = _ENVELOPE.model_construct(
         format=FORMAT,
         model=entry.model,
         cost=entry.cost,
         latency=entry.latency,
         created=entry.created,
-        run=entry.run,
+        run=run,
     )
     return envelope.model_dump_json().encode()
 

@@ -10,6 +10,7 @@ made; everyone else gets their own copy, decoded from the stored bytes.
 from __future__ import annotations
 
 import asyncio
+import copy as _copy_module
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -97,10 +98,12 @@ async def _follow(
             return Outcome(decode(produced.data), hit=True, errors=errors)
         except DecodeError as exc:  # pragma: no cover - producers only share bytes that read back
             logger.warning("the answer for %s does not read back from its entry: %s", flight.key, exc)
-    try:
-        return Outcome(copy(produced.value), hit=True, errors=errors)
-    except Exception:  # noqa: BLE001 - nothing to copy it with: this caller makes its own
-        return Outcome((await produce()).value, hit=False, errors=errors)
+    if flight.template is not None:
+        try:
+            return Outcome(copy(flight.template), hit=True, errors=errors)
+        except Exception:  # noqa: BLE001 - nothing to copy it with: this caller makes its own
+            pass
+    return Outcome((await produce()).value, hit=False, errors=errors)
 
 
 async def _fly(
@@ -127,6 +130,11 @@ async def _fly(
             cancelled = True
             stored = await cache.guarded.set(key, produced.data, ttl)
     leader_gone = flight.answer.done()  # cancelled by its caller while the model was working
+    if produced.data is None:  # followers copy from a copy made before the leader can touch its answer
+        try:
+            flight.template = _copy_module.deepcopy(produced.value)
+        except Exception:  # noqa: BLE001 - nothing to copy it with: followers make their own
+            flight.template = None
     flight.settle(produced, stored)
     if leader_gone:
         try:
@@ -146,6 +154,8 @@ class _Flight(Generic[E]):
     answer: asyncio.Future[tuple[Produced[E], bool]]
     shared: asyncio.Future[tuple[Produced[E], bool]]
     task: asyncio.Task[None] | None = None
+    template: E | None = None
+    """A copy of an answer that has no entry bytes, made before anyone got it: what followers copy."""
 
     @classmethod
     def start(

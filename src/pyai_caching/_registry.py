@@ -161,12 +161,12 @@ async def _close_on_shutdown(state: LoopState) -> AsyncGenerator[None, None]:
         state.closer = None
 
 
-async def _write_counters() -> None:
-    """Write the counters buffered on the running loop (the background loop calls it before it stops)."""
+async def _finish_pending() -> None:
+    """Before the background loop stops: let misses still in flight (their callers were interrupted) finish and
+    be stored, then write the buffered counters. A stopped loop would freeze a paid model call mid-request."""
     state = _states.get(asyncio.get_running_loop())
     if state is not None:
-        for cache in [*state.owned.values(), *state.borrowed]:
-            await cache.stats.flush()
+        await state.flush()
 
 
-_portal.add_idle_hook(_write_counters)
+_portal.add_idle_hook(_finish_pending)

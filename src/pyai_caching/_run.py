@@ -7,7 +7,9 @@ retries, price it, store it, give a hit the caller's identity, count it, record 
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -208,19 +210,30 @@ class _Call:
     def _decode(self, data: bytes) -> CachedRun[Any]:
         """A stored entry as this caller's own run: validated for its output type, with its identity."""
         entry = decode(data, self.output_type, context=self._validation_context())
-        self._rebind(entry.run)
+        self._rebind(entry)
         return entry
 
     def _copy(self, entry: CachedRun[Any]) -> CachedRun[Any]:
         """The leader's answer as this caller's own run, when it has no entry bytes."""
         own = copy.deepcopy(entry)
-        self._rebind(own.run)
+        self._rebind(own)
         return own
 
-    def _rebind(self, run: AgentRunResult[Any]) -> None:
+    def _rebind(self, entry: CachedRun[Any]) -> None:
+        """The caller's identity on its own copy of a run; a `usage=` it passed gets this run's usage added, as
+        `agent.run` does (the delegation pattern `usage=ctx.usage`)."""
         conversation = self.run_kwargs.get("conversation")
         history = [*self.history, *getattr(conversation, "messages", ())] if conversation is not None else self.history
-        rebind(run, history=history, run_kwargs=self.run_kwargs, agent_metadata=getattr(self.agent, "_metadata", None))
+        kwargs = self.run_kwargs
+        if conversation is not None and kwargs.get("conversation_id") is None:
+            kwargs = {**kwargs, "conversation_id": getattr(conversation, "conversation_id", None)}
+        rebind(entry.run, history=history, run_kwargs=kwargs, agent_metadata=getattr(self.agent, "_metadata", None))
+        caller_usage = self.run_kwargs.get("usage")
+        if isinstance(caller_usage, _usage.RunUsage):
+            own = entry.run_usage
+            caller_usage.incr(own)
+            entry.run._state.usage = caller_usage  # pyright: ignore[reportPrivateUsage]
+            object.__setattr__(entry, "usage", own)  # (this caller's own copy) the event reports what was saved
 
     def _validation_context(self) -> Any:
         """The agent's validation context, for the output's validators on a hit (a function of the run context
@@ -251,9 +264,14 @@ class _Call:
             **self.run_kwargs,
             "capabilities": [*(self.run_kwargs.get("capabilities") or ()), RequestRetries(attempts)],
         }
+        caller_usage = self.run_kwargs.get("usage")
+        before = copy.deepcopy(caller_usage) if isinstance(caller_usage, _usage.RunUsage) else None
         started = time.perf_counter()
         try:
             run = await self.agent.run(self.prompt, message_history=self.history or None, **kwargs)
+        except asyncio.CancelledError:  # the responses that came back were paid for: count them, then stop
+            self._count_failure(cache, namespace, attempts)
+            raise
         except Exception:
             await self._account_failure(cache, namespace, attempts, time.perf_counter() - started)
             raise
@@ -263,20 +281,33 @@ class _Call:
             responses, requested=effective_model_name(self.agent, self.run_kwargs.get("model")), custom_costs=self.custom_costs
         )
         return CachedRun(
-            run=run, model=model, cost=cost, latency=latency, created=time.time(), failed_attempts=attempts.failed
+            run=run,
+            model=model,
+            cost=cost,
+            latency=latency,
+            created=time.time(),
+            failed_attempts=attempts.failed,
+            usage=_minus(run.usage, before) if before is not None else None,
         )
 
     # -- accounting
+
+    def _count_failure(self, cache: Cache, namespace: str, attempts: Attempts) -> tuple[str | None, float | None]:
+        """A run that raised or was cancelled: what its responses cost is still spent."""
+        model, cost = price_responses(
+            attempts.all_responses(),
+            requested=effective_model_name(self.agent, self.run_kwargs.get("model")),
+            custom_costs=self.custom_costs,
+        )
+        cache.stats.add(stats_group(namespace, self.task_name), {"cost_spent": cost or 0.0, "failed": 1})
+        return model, cost
 
     async def _account_failure(self, cache: Cache, namespace: str, attempts: Attempts, latency: float) -> None:
         """A run that raised: what its responses cost is still spent, and reported."""
         responses = attempts.all_responses()
         if not responses and not attempts.failed:
             return
-        model, cost = price_responses(
-            responses, requested=effective_model_name(self.agent, self.run_kwargs.get("model")), custom_costs=self.custom_costs
-        )
-        cache.stats.add(stats_group(namespace, self.task_name), {"cost_spent": cost or 0.0, "failed": 1})
+        model, cost = self._count_failure(cache, namespace, attempts)
         if self.recorder is not None:
             await notify(
                 self.recorder,
@@ -331,7 +362,7 @@ class _Call:
                     cost=result.cost,
                     saved=entry.cost if hit else 0.0,
                     cached=hit,
-                    usage=entry.run.usage,
+                    usage=entry.run_usage,
                     latency=time.perf_counter() - started,
                     key=key,
                     failed_attempts=0 if hit else entry.failed_attempts,
@@ -345,6 +376,17 @@ class _Call:
         _warn_once(f"this run cannot be cached, calling the model without the cache: {reason}")
         entry = await self._call_model(cache, namespace)
         return await self._account(cache, namespace, None, entry, hit=False, errors=0, started=started, uncached=True)
+
+
+def _minus(total: _usage.RunUsage, before: _usage.RunUsage) -> _usage.RunUsage:
+    """What a run added to a usage object it was given (`total` is that object afterwards)."""
+    own = _usage.RunUsage()
+    for field in dataclasses.fields(own):
+        value = getattr(total, field.name)
+        if isinstance(value, int):
+            setattr(own, field.name, value - getattr(before, field.name))
+    own.details = {k: v - before.details.get(k, 0) for k, v in total.details.items() if v - before.details.get(k, 0)}
+    return own
 
 
 _warned: set[str] = set()
