@@ -352,3 +352,49 @@ async def test_a_function_models_call_counters_are_state_but_its_configuration_i
     assert calls == [1, 2]
     assert key(agent) == before  # the counters changed; the model did not
     assert key(Agent(scripted_model("no")[0])) != before  # the reply it closes over is configuration
+
+
+# ----------------------------------------------------------------- capabilities, subclasses, client configuration
+
+
+def test_hooks_registered_on_a_hooks_capability_are_keyed() -> None:
+    from pydantic_ai.capabilities import Hooks
+
+    def language(lang: str) -> Any:
+        async def add(ctx: Any, request_context: Any) -> Any:
+            return request_context
+
+        return add
+
+    french = Agent(TestModel(), capabilities=[Hooks(before_model_request=language("French"))])
+    german = Agent(TestModel(), capabilities=[Hooks(before_model_request=language("German"))])
+    assert key(french) != key(german)
+
+
+class TonedModel(FunctionModel):
+    """A model subclass configured in `__init__`, without `@dataclass` of its own."""
+
+    def __init__(self, tone: str) -> None:
+        super().__init__(self.respond)
+        self.tone = tone
+
+    def respond(self, messages: Any, info: AgentInfo) -> ModelResponse:
+        return ModelResponse(parts=[TextPart(f"{self.tone} hello")])
+
+
+def test_attributes_a_subclass_sets_in_init_are_keyed() -> None:
+    assert key(Agent(TonedModel("warm"))) != key(Agent(TonedModel("cold")))
+    assert key(Agent(TonedModel("warm"))) == key(Agent(TonedModel("warm")))
+
+
+def test_headers_and_query_on_the_sdk_client_are_keyed_but_not_its_key() -> None:
+    from openai import AsyncOpenAI
+
+    def agent(**client: Any) -> Agent[Any, Any]:
+        sdk = AsyncOpenAI(base_url="http://proxy/v1", api_key=client.pop("api_key", "sk-1"), **client)
+        return Agent(OpenAIChatModel("gpt-4o", provider=OpenAIProvider(openai_client=sdk)))
+
+    assert key(agent(default_headers={"OpenAI-Beta": "assistants=v2"})) != key(agent())
+    assert key(agent(default_query={"api-version": "2024-10-21"})) != key(agent(default_query={"api-version": "2025-01-01"}))
+    assert key(agent(api_key="sk-other")) == key(agent())
+    assert key(agent(default_headers={"Authorization": "Bearer x"})) == key(agent())

@@ -94,9 +94,12 @@ def _to_data(obj: Any) -> Any:  # noqa: C901 - one flat dispatch
     if _is_plain_dataclass(cls):  # the common case, decided once per type
         names, type_name = _data_fields(cls)
         # fields left at None are left out: smaller JSON, and a field added later as None keeps keys stable
-        data = {name: value for name in names if (value := getattr(obj, name)) is not None}
+        data = {name: value for name in names if (value := getattr(obj, name, None)) is not None}
         if type_name is not None:
             data["__type__"] = type_name
+            extras = _instance_extras(obj, names)
+            if extras:
+                data["__attrs__"] = extras
         return data
     if isinstance(obj, Model):
         return model_data(obj)
@@ -154,12 +157,34 @@ def _data_fields(cls: type) -> tuple[tuple[str, ...], str | None]:
     Messages and parts are keyed by content alone: their `kind` fields already say what they are,
     and fields naming a particular run (timestamps, ids, usage) are left out.
     """
-    names = [f.name for f in dataclasses.fields(cls) if not f.name.startswith("_") or f.name in _PRIVATE_PART_FIELDS]
+    fields = [f.name for f in dataclasses.fields(cls)]
+    names = [n for n in fields if not n.startswith("_") or n in _PRIVATE_PART_FIELDS]
     if issubclass(cls, (_messages.ModelRequest, _messages.ModelResponse)):
         return tuple(n for n in names if n not in _VOLATILE_MESSAGE_FIELDS), None
     if cls.__module__ == _messages.__name__ and ("part_kind" in names or "kind" in names):
         return tuple(n for n in names if n not in _VOLATILE_PART_FIELDS), None
-    return tuple(names), qualname(cls)
+    # other dataclasses (capabilities such as `Hooks`, whose hooks live in `_registry`): every field but a run's state
+    return tuple(n for n in fields if n not in _STATE_FIELDS), qualname(cls)
+
+
+_STATE_FIELDS = frozenset({"_step", "_pending", "_lock", "_tasks", "_entered_count", "_cache", "_client"})
+"""Private dataclass fields that hold what a capability or toolset is doing, not what it is configured to do."""
+
+
+def _instance_extras(obj: Any, names: tuple[str, ...]) -> dict[str, Any] | None:
+    """Attributes an instance has beyond its dataclass fields (a subclass without `@dataclass` that sets them in
+    `__init__`): they configure it too."""
+    attrs = getattr(obj, "__dict__", None) or {}
+    cls = type(obj)
+    extras = {
+        k: v
+        for k, v in attrs.items()
+        if k not in names
+        and k not in _STATE_FIELDS
+        and not k.startswith("__")
+        and not isinstance(getattr(cls, k, None), functools.cached_property)
+    }
+    return extras or None
 
 
 def _toolset_data(toolset: AbstractToolset[Any]) -> dict[str, Any]:

@@ -46,8 +46,18 @@ def model_data(model: Model) -> dict[str, Any]:
     profile = getattr(model, "_profile", None)
     if profile is not None:
         data["profile"] = profile
+    client_config = _client_config(model)
+    if client_config:
+        data["client"] = client_config
     if dataclasses.is_dataclass(model):
-        for f in _model_fields(type(model)):
+        fields = _model_fields(type(model))
+        # attributes a subclass sets in `__init__` (not cached properties such as `profile`, set on first use)
+        extras = [
+            k
+            for k in vars(model)
+            if not k.startswith("_") and k not in _ALL_FIELDS(type(model)) and not _is_cached_property(type(model), k)
+        ]
+        for f in (*fields, *extras):
             value = getattr(model, f, None)
             if value is None or type(value) in (str, int, float, bool):
                 data[f] = value
@@ -60,6 +70,34 @@ def model_data(model: Model) -> dict[str, Any]:
                 finally:
                     in_model.reset(token)
     return data
+
+
+def _client_config(model: Model) -> dict[str, Any] | None:
+    """Headers and query parameters set on the provider's SDK client (`OpenAI-Beta`, Azure's `api-version`): they
+    change what the endpoint does. Authentication headers are left out; nothing else of the client is read."""
+    try:
+        client = getattr(model, "client", None)
+    except Exception:  # noqa: BLE001 - a model without a built client
+        return None
+    headers = getattr(client, "_custom_headers", None)  # the Stainless SDKs: OpenAI, Anthropic, Groq
+    query = getattr(client, "_custom_query", None)
+    config: dict[str, Any] = {}
+    if isinstance(headers, Mapping):
+        kept = {str(k).lower(): str(v) for k, v in headers.items() if not _is_secret_header(str(k))}
+        if kept:
+            config["headers"] = kept
+    if isinstance(query, Mapping) and query:
+        config["query"] = {str(k): str(v) for k, v in query.items() if not _is_secret_header(str(k))}
+    return config or None
+
+
+def _is_cached_property(cls: type, name: str) -> bool:
+    return isinstance(getattr(cls, name, None), functools.cached_property)
+
+
+@functools.lru_cache(maxsize=None)
+def _ALL_FIELDS(cls: type) -> frozenset[str]:  # noqa: N802
+    return frozenset(f.name for f in dataclasses.fields(cls))
 
 
 @functools.lru_cache(maxsize=None)
