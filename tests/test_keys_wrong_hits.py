@@ -362,6 +362,7 @@ def test_hooks_registered_on_a_hooks_capability_are_keyed() -> None:
 
     def language(lang: str) -> Any:
         async def add(ctx: Any, request_context: Any) -> Any:
+            request_context.messages[-1].parts.append(UserPromptPart(f"Answer in {lang}"))
             return request_context
 
         return add
