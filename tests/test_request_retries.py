@@ -143,3 +143,45 @@ async def test_the_sdk_retries_when_the_caller_asks_for_it(openai_server: FakeOp
     assert result.output == "hello"
     sent = [r for r in openai_server.requests if r.path.endswith("/chat/completions")]
     assert [r.headers.get("x-stainless-retry-count") for r in sent] == ["0", "1"]  # the SDK's own retry
+
+
+async def test_pydantic_ais_model_fallback_still_falls_back_under_the_cache() -> None:
+    from pydantic_ai import capabilities
+
+    if not hasattr(capabilities, "ModelFallback"):
+        pytest.skip("ModelFallback is not in this PydanticAI")
+
+    def primary(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        raise ModelHTTPError(429, "primary", body="rate limited")
+
+    def backup(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        return ModelResponse(parts=[TextPart("from backup")])
+
+    agent = Agent(
+        FunctionModel(primary, model_name="primary"),
+        capabilities=[capabilities.ModelFallback(FunctionModel(backup, model_name="backup"))],
+    )
+    result = await cached_agent_run(agent, "q", "fallback", store=MemoryStore(), initial_wait=0.5, max_wait=3)
+    assert result.output == "from backup"  # at once, not after max_wait of retrying the primary
+
+
+async def test_an_output_type_list_is_keyed_once_per_spec() -> None:
+    from pydantic import BaseModel
+
+    class A(BaseModel):
+        a: int
+
+    class B(BaseModel):
+        b: str
+
+    calls: list[int] = []
+
+    def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        calls.append(1)
+        return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name, {"a": 1})])
+
+    agent = Agent(FunctionModel(respond))
+    store = MemoryStore()
+    first = await cached_agent_run(agent, "q", "union", store=store, output_type=[A, B])
+    second = await cached_agent_run(agent, "q", "union", store=store, output_type=[A, B])
+    assert second.cached and calls == [1] and second.output == first.output

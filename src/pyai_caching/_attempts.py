@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from pydantic_ai import capabilities as _capabilities
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.messages import ModelMessage, ModelResponse
 from pydantic_ai.models import Model, ModelRequestContext, ModelRequestParameters, StreamedResponse
@@ -22,7 +23,7 @@ from pydantic_ai.settings import ModelSettings
 
 from ._retry import Backoff, Budget, call_with_backoff
 
-__all__ = ("Attempts", "RequestRetries", "RetryingModel")
+__all__ = ("Attempts", "RequestRetries", "RetryingModel", "has_model_fallback")
 
 T = TypeVar("T")
 
@@ -139,4 +140,20 @@ def _is_retrying(model: Model) -> bool:
         if isinstance(model, RetryingModel):
             return True
         model = model.wrapped
+    return False
+
+
+def has_model_fallback(agent: Any, run_capabilities: list[Any]) -> bool:
+    """Whether the run uses PydanticAI's `ModelFallback` capability: it moves a failed request to the next model,
+    which retrying the failed model first would defeat, so the cache then leaves failures to it."""
+    fallback = getattr(_capabilities, "ModelFallback", None)
+    if fallback is None:
+        return False
+    root = getattr(agent, "_effective_root_capability", None)
+    stack = [*(([root()] if callable(root) else [])), *run_capabilities]
+    while stack:
+        capability = stack.pop()
+        if isinstance(capability, fallback):
+            return True
+        stack.extend(getattr(capability, "capabilities", None) or ())
     return False

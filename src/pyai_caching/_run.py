@@ -23,7 +23,7 @@ from pydantic_ai import usage as _usage
 from pydantic_ai.agent import AbstractAgent
 
 from . import _portal
-from ._attempts import Attempts, RequestRetries
+from ._attempts import Attempts, RequestRetries, has_model_fallback
 from ._codec import CachedRun, DecodeError, decode, encode
 from ._config import check_task_name, resolve_namespace, resolve_store_spec, resolve_ttl
 from ._engine import Produced, fetch
@@ -260,10 +260,10 @@ class _Call:
     async def _call_model(self, cache: Cache, namespace: str) -> CachedRun[Any]:
         """Run the agent with per-request retries; every response that came back is priced, even if the run fails."""
         attempts = Attempts(self.backoff)
-        kwargs = {
-            **self.run_kwargs,
-            "capabilities": [*(self.run_kwargs.get("capabilities") or ()), RequestRetries(attempts)],
-        }
+        run_capabilities = list(self.run_kwargs.get("capabilities") or ())
+        kwargs = dict(self.run_kwargs)
+        if not has_model_fallback(self.agent, run_capabilities):  # with one, failures go to the fallback models
+            kwargs["capabilities"] = [*run_capabilities, RequestRetries(attempts)]
         caller_usage = self.run_kwargs.get("usage")
         before = copy.deepcopy(caller_usage) if isinstance(caller_usage, _usage.RunUsage) else None
         started = time.perf_counter()

@@ -132,16 +132,19 @@ def _text_processor_data(processor: Any) -> Any:
 
 
 def _output_schema_for(output_type: Any) -> Any:
+    spec = ("__list__", *output_type) if isinstance(output_type, list) else output_type  # `[A, B]`, hashable
     try:
-        return _cached_output_schema(output_type)
-    except TypeError:  # an unhashable spec (a list of types) is built each time
-        return _build_output_schema(output_type)
+        return _cached_output_schema(spec)
+    except TypeError:  # an unhashable spec is built each time
+        return _build_output_schema(spec)
 
 
-def _build_output_schema(output_type: Any) -> Any:
+def _build_output_schema(spec: Any) -> Any:
     from pydantic_ai._output import OutputSchema  # noqa: PLC0415 - private, imported where used
 
-    return OutputSchema.build(output_type)
+    if isinstance(spec, tuple) and spec[:1] == ("__list__",):
+        spec = list(spec[1:])
+    return OutputSchema.build(spec)
 
 
 _cached_output_schema = functools.lru_cache(maxsize=256)(_build_output_schema)
