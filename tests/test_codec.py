@@ -57,8 +57,9 @@ async def test_round_trip_of_a_real_run() -> None:
     assert decoded.run.run_id == run.run_id
 
 
-async def test_round_trip_keeps_the_new_messages_boundary() -> None:
-    """With message history, `new_messages()` is only this run's: the index survives the trip."""
+async def test_an_entry_holds_the_new_messages_and_how_much_history_they_followed() -> None:
+    """With message history, the entry holds only this run's messages (a hit gets its caller's own history):
+    entries do not grow with the conversation."""
     earlier = [
         ModelRequest(parts=[UserPromptPart(content="Hi")]),
         ModelResponse(parts=[TextPart(content="Hello!")]),
@@ -67,11 +68,13 @@ async def test_round_trip_keeps_the_new_messages_boundary() -> None:
     run = await agent.run("Capital of France?", message_history=earlier)
     assert len(run.new_messages()) < len(run.all_messages())
 
-    decoded = decode(encode(entry(run), str), str)
+    data = encode(entry(run), str)
+    decoded = decode(data, str)
     assert decoded.run.output == "Paris."
-    assert decoded.run.all_messages() == run.all_messages()
-    assert decoded.run.new_messages() == run.new_messages()
+    assert decoded.history == len(earlier)
+    assert decoded.run.all_messages() == decoded.run.new_messages() == run.new_messages()
     assert decoded.run.new_messages_json() == run.new_messages_json()
+    assert b"Hello!" not in data
 
 
 async def test_round_trip_of_str_output() -> None:

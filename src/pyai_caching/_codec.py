@@ -3,7 +3,11 @@
 Envelope (format 1)::
 
     {"format": 1, "model": "openai:gpt-4o", "cost": 0.0012, "latency": 1.9,
-     "created": 1732252800.0, "run": <TypeAdapter(AgentRunResult[Any]) JSON>}
+     "created": 1732252800.0, "history": 2, "run": <TypeAdapter(AgentRunResult[Any]) JSON>}
+
+The run holds its new messages only: `history` counts the messages of the history it was given,
+which a hit takes from its own caller (the key covers them by content), so an entry does not
+grow with the conversation.
 
 The run (messages, usage, ids) is read with one schema shared by every output type, built once
 per process; then its output is validated against the caller's output type, with the caller's
@@ -48,6 +52,8 @@ class CachedRun(Generic[OutputDataT]):
     """Model request attempts of the original run that failed and were retried (not stored)."""
     usage: RunUsage | None = None
     """The run's own usage, when `run.usage` also counts a usage object the caller passed in (`usage=`)."""
+    history: int = 0
+    """How many history messages the run was given that the entry does not hold (`run` has only its new ones)."""
 
     @property
     def run_usage(self) -> RunUsage:
@@ -63,6 +69,8 @@ class _Envelope(BaseModel, Generic[OutputDataT]):
     cost: float | None
     latency: float
     created: float
+    history: int = 0
+    """Messages of the history the run was given, not stored: a hit is given its caller's own history."""
     run: AgentRunResult[OutputDataT]
 
 
@@ -113,14 +121,22 @@ _spec_adapter = functools.lru_cache(maxsize=512)(_adapter_for_spec)
 def encode(entry: CachedRun[Any], output_type: Any) -> bytes:
     """Serialize `entry` to the versioned JSON envelope (the output as pydantic serializes its value)."""
     run = entry.run
-    if entry.usage is not None:  # the entry records this run's own usage, not a total it was added to
-        run = dataclasses.replace(run, _state=dataclasses.replace(run._state, usage=entry.usage))  # pyright: ignore
+    state = run._state  # pyright: ignore[reportPrivateUsage]
+    history = run._new_message_index  # pyright: ignore[reportPrivateUsage]
+    # the run's new messages only (the history is the caller's, and is in the key), and its own usage
+    stored_state = dataclasses.replace(
+        state,
+        message_history=state.message_history[history:],
+        usage=entry.usage if entry.usage is not None else state.usage,
+    )
+    run = dataclasses.replace(run, _state=stored_state, _new_message_index=0)
     envelope = _ENVELOPE.model_construct(
         format=FORMAT,
         model=entry.model,
         cost=entry.cost,
         latency=entry.latency,
         created=entry.created,
+        history=history,
         run=run,
     )
     return envelope.model_dump_json().encode()
@@ -148,4 +164,5 @@ def decode(data: bytes, output_type: Any, *, context: Any = None) -> CachedRun[A
         cost=envelope.cost,
         latency=envelope.latency,
         created=envelope.created,
+        history=envelope.history,
     )

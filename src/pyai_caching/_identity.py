@@ -59,9 +59,11 @@ def rebind(
     state.metadata = dict(metadata) if isinstance(metadata, Mapping) else None
 
     start = run._new_message_index  # pyright: ignore[reportPrivateUsage]
+    new_messages = state.message_history[start:]
+    # the history is the caller's own (the key covers it by content); the new messages are the entry's
+    state.message_history = [*history, *new_messages]
+    run._new_message_index = start = len(history)  # pyright: ignore[reportPrivateUsage]
     messages = state.message_history
-    if len(history) == start:  # the recorded history is this call's history by content: hand back the caller's own
-        messages[:start] = list(history)
     now = datetime.datetime.now(tz=datetime.timezone.utc)
     for message in messages[start:]:
         message.run_id = run_id
