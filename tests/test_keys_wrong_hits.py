@@ -399,3 +399,21 @@ def test_headers_and_query_on_the_sdk_client_are_keyed_but_not_its_key() -> None
     assert key(agent(default_query={"api-version": "2024-10-21"})) != key(agent(default_query={"api-version": "2025-01-01"}))
     assert key(agent(api_key="sk-other")) == key(agent())
     assert key(agent(default_headers={"Authorization": "Bearer x"})) == key(agent())
+
+
+LANGUAGE = {"name": "French"}
+
+
+def answer_in_the_configured_language() -> str:
+    return f"Answer in {LANGUAGE['name']}."
+
+
+def test_plain_data_a_function_reads_from_its_module_is_keyed() -> None:
+    agent = Agent(TestModel(), instructions=answer_in_the_configured_language)
+    french = key(agent)
+    LANGUAGE["name"] = "German"
+    try:
+        assert key(agent) != french
+    finally:
+        LANGUAGE["name"] = "French"
+    assert key(agent) == french

@@ -97,7 +97,7 @@ def _to_data(obj: Any) -> Any:  # noqa: C901 - one flat dispatch
         data = {name: value for name in names if (value := getattr(obj, name, None)) is not None}
         if type_name is not None:
             data["__type__"] = type_name
-            extras = _instance_extras(obj, names)
+            extras = _instance_extras(obj)
             if extras:
                 data["__attrs__"] = extras
         return data
@@ -157,7 +157,8 @@ def _data_fields(cls: type) -> tuple[tuple[str, ...], str | None]:
     Messages and parts are keyed by content alone: their `kind` fields already say what they are,
     and fields naming a particular run (timestamps, ids, usage) are left out.
     """
-    fields = [f.name for f in dataclasses.fields(cls)]
+    # private fields a dataclass computes itself (`init=False`: CombinedCapability's dispatch tables) derive from the rest
+    fields = [f.name for f in dataclasses.fields(cls) if f.init or not f.name.startswith("_")]
     names = [n for n in fields if not n.startswith("_") or n in _PRIVATE_PART_FIELDS]
     if issubclass(cls, (_messages.ModelRequest, _messages.ModelResponse)):
         return tuple(n for n in names if n not in _VOLATILE_MESSAGE_FIELDS), None
@@ -171,20 +172,25 @@ _STATE_FIELDS = frozenset({"_step", "_pending", "_lock", "_tasks", "_entered_cou
 """Private dataclass fields that hold what a capability or toolset is doing, not what it is configured to do."""
 
 
-def _instance_extras(obj: Any, names: tuple[str, ...]) -> dict[str, Any] | None:
-    """Attributes an instance has beyond its dataclass fields (a subclass without `@dataclass` that sets them in
-    `__init__`): they configure it too."""
-    attrs = getattr(obj, "__dict__", None) or {}
+def _instance_extras(obj: Any) -> dict[str, Any] | None:
+    """Public attributes an instance has beyond its dataclass fields (a subclass without `@dataclass` that sets
+    them in `__init__`): they configure it too. Private ones are its own bookkeeping."""
+    attrs = getattr(obj, "__dict__", None)
+    if not attrs:
+        return None
     cls = type(obj)
+    fields = _all_fields(cls)
     extras = {
         k: v
         for k, v in attrs.items()
-        if k not in names
-        and k not in _STATE_FIELDS
-        and not k.startswith("__")
-        and not isinstance(getattr(cls, k, None), functools.cached_property)
+        if k[0] != "_" and k not in fields and not isinstance(getattr(cls, k, None), functools.cached_property)
     }
     return extras or None
+
+
+@functools.lru_cache(maxsize=None)
+def _all_fields(cls: type) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(cls))
 
 
 def _toolset_data(toolset: AbstractToolset[Any]) -> dict[str, Any]:

@@ -6,11 +6,11 @@ import contextvars
 import dataclasses
 import dis
 import enum
-import functools
 import hashlib
 import json
 import types
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from pydantic_ai.models import Model
@@ -24,15 +24,24 @@ _code_digests: dict[int, tuple[types.CodeType, str]] = {}
 
 
 def code_digest(code: types.CodeType) -> str:
-    """`_code_digest_of(code)`, remembered by identity (hashing a code object hashes all of it)."""
-    cached = _code_digests.get(id(code))
+    return _per_code(_code_digests, code, _code_digest_of)
+
+
+T = TypeVar("T")
+_globals_read: dict[int, tuple[types.CodeType, Any]] = {}
+_rebound: dict[int, tuple[types.CodeType, Any]] = {}
+
+
+def _per_code(cache: dict[int, tuple[types.CodeType, Any]], code: types.CodeType, compute: Callable[[types.CodeType], T]) -> T:
+    """`compute(code)`, remembered by the code object's identity (hashing a code object hashes all of it)."""
+    cached = cache.get(id(code))
     if cached is not None and cached[0] is code:
-        return cached[1]
-    digest = _code_digest_of(code)
-    if len(_code_digests) >= 4096:
-        _code_digests.clear()
-    _code_digests[id(code)] = (code, digest)
-    return digest
+        return cached[1]  # type: ignore[no-any-return]
+    value = compute(code)
+    if len(cache) >= 4096:
+        cache.clear()
+    cache[id(code)] = (code, value)
+    return value
 
 
 def _code_digest_of(code: types.CodeType) -> str:
@@ -71,9 +80,59 @@ def function_data(fn: types.FunctionType, model_state: bool | None = None) -> di
         data["defaults"] = fn.__defaults__
     if fn.__kwdefaults__:
         data["kwdefaults"] = fn.__kwdefaults__
+    model_state = in_model.get() if model_state is None else model_state
     if fn.__closure__:
-        data["closure"] = _closure_data(fn, in_model.get() if model_state is None else model_state)
+        data["closure"] = _closure_data(fn, model_state)
+    if not model_state:
+        read = _global_data(fn)
+        if read:
+            data["globals"] = read
     return data
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _global_data(fn: types.FunctionType) -> dict[str, Any] | None:
+    """Module-level plain data the function reads (`LANGUAGE = "German"`, a dict of settings): a prompt built from
+    it changes with it. Modules, functions, classes and other objects are not read; nor are globals the function
+    assigns itself (`global calls`), which are its state."""
+    names = _read_globals(fn.__code__)
+    if not names:
+        return None
+    namespace = fn.__globals__
+    found = {name: value for name in names if name in namespace and _is_plain_data(value := namespace[name])}
+    return found or None
+
+
+def _read_globals(code: types.CodeType) -> tuple[str, ...]:
+    return _per_code(_globals_read, code, _compute_read_globals)
+
+
+def _compute_read_globals(code: types.CodeType) -> tuple[str, ...]:
+    """Names `code` (and the code nested in it) loads as globals, less those it stores."""
+    loads: set[str] = set()
+    stores: set[str] = set()
+    stack = [code]
+    while stack:
+        current = stack.pop()
+        for instruction in dis.get_instructions(current):
+            if instruction.opname == "LOAD_GLOBAL":
+                loads.add(str(instruction.argval))
+            elif instruction.opname in ("STORE_GLOBAL", "DELETE_GLOBAL"):
+                stores.add(str(instruction.argval))
+        stack.extend(const for const in current.co_consts if isinstance(const, types.CodeType))
+    return tuple(sorted(loads - stores))
+
+
+def _is_plain_data(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, _PLAIN):
+        return True
+    if depth > 4 or not isinstance(value, (list, tuple, dict, set, frozenset)):
+        return False
+    if isinstance(value, dict):
+        return all(isinstance(k, _PLAIN) and _is_plain_data(v, depth + 1) for k, v in value.items())
+    return all(_is_plain_data(v, depth + 1) for v in value)
 
 
 def _closure_data(fn: types.FunctionType, model_state: bool) -> dict[str, Any]:
@@ -125,8 +184,11 @@ def self_data(obj: Any) -> Any:
     )
 
 
-@functools.lru_cache(maxsize=1024)
 def _rebound_names(code: types.CodeType) -> frozenset[str]:
+    return _per_code(_rebound, code, _compute_rebound_names)
+
+
+def _compute_rebound_names(code: types.CodeType) -> frozenset[str]:
     """Closure variables `code` assigns to (`nonlocal calls; calls += 1`): state, not configuration."""
     return frozenset(i.argval for i in dis.get_instructions(code) if i.opname in ("STORE_DEREF", "DELETE_DEREF"))
 
