@@ -179,11 +179,13 @@ def _instance_extras(obj: Any) -> dict[str, Any] | None:
     if not attrs:
         return None
     cls = type(obj)
-    fields = _all_fields(cls)
+    names = attrs.keys() - _all_fields(cls)
+    if not names:  # the common case: only its fields
+        return None
     extras = {
-        k: v
-        for k, v in attrs.items()
-        if k[0] != "_" and k not in fields and not isinstance(getattr(cls, k, None), functools.cached_property)
+        k: attrs[k]
+        for k in names
+        if k[0] != "_" and not isinstance(getattr(cls, k, None), functools.cached_property)
     }
     return extras or None
 

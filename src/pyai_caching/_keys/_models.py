@@ -52,11 +52,10 @@ def model_data(model: Model) -> dict[str, Any]:
     if dataclasses.is_dataclass(model):
         fields = _model_fields(type(model))
         # attributes a subclass sets in `__init__` (not cached properties such as `profile`, set on first use)
-        extras = [
-            k
-            for k in vars(model)
-            if not k.startswith("_") and k not in _ALL_FIELDS(type(model)) and not _is_cached_property(type(model), k)
-        ]
+        cls = type(model)
+        extras = sorted(
+            k for k in vars(model).keys() - _ALL_FIELDS(cls) if k[0] != "_" and not _is_cached_property(cls, k)
+        )
         for f in (*fields, *extras):
             value = getattr(model, f, None)
             if value is None or type(value) in (str, int, float, bool):
@@ -75,8 +74,10 @@ def model_data(model: Model) -> dict[str, Any]:
 def _client_config(model: Model) -> dict[str, Any] | None:
     """Headers and query parameters set on the provider's SDK client (`OpenAI-Beta`, Azure's `api-version`): they
     change what the endpoint does. Authentication headers are left out; nothing else of the client is read."""
+    if not _has_client(type(model)):
+        return None
     try:
-        client = getattr(model, "client", None)
+        client = model.client  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001 - a model without a built client
         return None
     headers = getattr(client, "_custom_headers", None)  # the Stainless SDKs: OpenAI, Anthropic, Groq
@@ -89,6 +90,11 @@ def _client_config(model: Model) -> dict[str, Any] | None:
     if isinstance(query, Mapping) and query:
         config["query"] = {str(k): str(v) for k, v in query.items() if not _is_secret_header(str(k))}
     return config or None
+
+
+@functools.lru_cache(maxsize=None)
+def _has_client(cls: type) -> bool:
+    return hasattr(cls, "client")
 
 
 def _is_cached_property(cls: type, name: str) -> bool:
