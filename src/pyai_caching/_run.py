@@ -126,7 +126,7 @@ def cached_agent_run_sync(
     return result
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Call:
     """One validated call: what to run, how to key it, and what to do with the answer."""
 

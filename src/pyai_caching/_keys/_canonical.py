@@ -67,19 +67,14 @@ def canonical_json(value: Any) -> bytes:
         UnkeyableError: `value` holds an object with no stable data form.
     """
     try:
-        return json.dumps(
-            value,
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=False,
-            allow_nan=True,
-            check_circular=False,  # a cycle ends in RecursionError, turned into UnkeyableError below
-            default=_to_data,
-        ).encode()
+        return _encoder.encode(value).encode()
     except (TypeError, ValueError, RecursionError) as exc:
         if isinstance(exc, UnkeyableError):
             raise
         raise UnkeyableError(f"cannot derive a cache key: {exc}") from exc
+
+
+_encoder: json.JSONEncoder  # made below, once `_to_data` exists (an encoder per call costs a microsecond)
 
 
 def qualname(obj: Any) -> str:
@@ -215,6 +210,15 @@ def _toolset_data(toolset: AbstractToolset[Any]) -> dict[str, Any]:
         )
     return data
 
+
+_encoder = json.JSONEncoder(
+    sort_keys=True,
+    separators=(",", ":"),
+    ensure_ascii=False,
+    allow_nan=True,
+    check_circular=False,  # a cycle ends in RecursionError, turned into UnkeyableError
+    default=_to_data,
+)
 
 # the handlers `_to_data` dispatches to; imported last, as they use `canonical_json` themselves
 from ._functions import function_data, in_model, self_data  # noqa: E402
