@@ -1,8 +1,8 @@
 """Per-request retries: a failed model request is sent again, never the run around it.
 
 `RequestRetries` is a PydanticAI capability added to each run the cache makes. Through its
-`get_wrapper_model` hook (before PydanticAI 2.62: `before_model_request`) it wraps whichever model serves each request in a `RetryingModel`,
-which retries that one request with the call's backoff (tools that already ran do not run
+`get_wrapper_model` hook (before PydanticAI 2.62: `before_model_request`) it wraps whichever
+model serves each request in a `RetryingModel`, which retries that one request with the call's backoff (tools that already ran do not run
 again, paid requests are not sent again) and records every response that came back, so the
 run is priced even when a later request fails.
 """

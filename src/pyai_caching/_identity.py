@@ -22,7 +22,6 @@ __all__ = ("rebind",)
 _NEW_CONVERSATION = "new"  # `conversation_id="new"`: a fresh conversation, as in PydanticAI
 
 
-
 def _uuid7() -> str:
     """A time-ordered UUIDv7 (RFC 9562), the kind of id PydanticAI gives runs and conversations."""
     value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")

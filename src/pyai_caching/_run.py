@@ -17,14 +17,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from pydantic_ai import AgentRunResult
 from pydantic_ai import messages as _messages
 from pydantic_ai import usage as _usage
 from pydantic_ai.agent import AbstractAgent
 
 from . import _portal
 from ._attempts import Attempts, RequestRetries, has_model_fallback
-from ._codec import CachedRun, DecodeError, decode, encode
+from ._codec import CachedRun, decode, encode
 from ._config import check_task_name, resolve_namespace, resolve_store_spec, resolve_ttl
 from ._engine import Produced, fetch
 from ._history import to_messages
@@ -252,7 +251,7 @@ class _Call:
                     f"the output of task {self.task_name!r} does not read back as the agent produced it (a validator "
                     "that changes its value on every pass?): such runs are answered, not cached"
                 )
-        except (DecodeError, Exception) as exc:  # noqa: BLE001 - an unencodable output is returned, just not cached
+        except Exception as exc:  # noqa: BLE001 - an unencodable output is returned, just not cached
             logger.warning("cannot store the run of task %r, it will not be cached: %s", self.task_name, exc)
             data = None
         return Produced(entry, data)

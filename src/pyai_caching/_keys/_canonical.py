@@ -27,7 +27,7 @@ from pydantic_ai.template import TemplateStr
 from pydantic_ai.toolsets import AbstractToolset, ExternalToolset, FunctionToolset
 from pydantic_ai.toolsets._dynamic import DynamicToolset
 
-__all__ = ("UnkeyableError", "canonical_json", "qualname")
+__all__ = ("UnkeyableError", "canonical_json", "qualname", "instance_extras")
 
 # Message fields that identify a particular run rather than its content.
 _VOLATILE_MESSAGE_FIELDS = (
@@ -92,7 +92,7 @@ def _to_data(obj: Any) -> Any:  # noqa: C901 - one flat dispatch
         data = {name: value for name in names if (value := getattr(obj, name, None)) is not None}
         if type_name is not None:
             data["__type__"] = type_name
-            extras = _instance_extras(obj)
+            extras = instance_extras(obj)
             if extras:
                 data["__attrs__"] = extras
         return data
@@ -167,7 +167,7 @@ _STATE_FIELDS = frozenset({"_step", "_pending", "_lock", "_tasks", "_entered_cou
 """Private dataclass fields that hold what a capability or toolset is doing, not what it is configured to do."""
 
 
-def _instance_extras(obj: Any) -> dict[str, Any] | None:
+def instance_extras(obj: Any) -> dict[str, Any] | None:
     """Public attributes an instance has beyond its dataclass fields (a subclass without `@dataclass` that sets
     them in `__init__`): they configure it too. Private ones are its own bookkeeping."""
     attrs = getattr(obj, "__dict__", None)

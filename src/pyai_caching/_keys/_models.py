@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic_ai.models import Model
 
-from ._canonical import canonical_json, qualname
+from ._canonical import canonical_json, instance_extras, qualname
 from ._functions import function_data, in_model
 
 __all__ = ("model_data", "key_settings")
@@ -51,11 +51,7 @@ def model_data(model: Model) -> dict[str, Any]:
         data["client"] = client_config
     if dataclasses.is_dataclass(model):
         fields = _model_fields(type(model))
-        # attributes a subclass sets in `__init__` (not cached properties such as `profile`, set on first use)
-        cls = type(model)
-        extras = sorted(
-            k for k in vars(model).keys() - _ALL_FIELDS(cls) if k[0] != "_" and not _is_cached_property(cls, k)
-        )
+        extras = sorted(instance_extras(model) or ())  # attributes a subclass sets in `__init__`
         for f in (*fields, *extras):
             value = getattr(model, f, None)
             if value is None or type(value) in (str, int, float, bool):
@@ -95,15 +91,6 @@ def _client_config(model: Model) -> dict[str, Any] | None:
 @functools.lru_cache(maxsize=None)
 def _has_client(cls: type) -> bool:
     return hasattr(cls, "client")
-
-
-def _is_cached_property(cls: type, name: str) -> bool:
-    return isinstance(getattr(cls, name, None), functools.cached_property)
-
-
-@functools.lru_cache(maxsize=None)
-def _ALL_FIELDS(cls: type) -> frozenset[str]:  # noqa: N802
-    return frozenset(f.name for f in dataclasses.fields(cls))
 
 
 @functools.lru_cache(maxsize=None)
