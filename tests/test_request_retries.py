@@ -185,3 +185,28 @@ async def test_an_output_type_list_is_keyed_once_per_spec() -> None:
     first = await cached_agent_run(agent, "q", "union", store=store, output_type=[A, B])
     second = await cached_agent_run(agent, "q", "union", store=store, output_type=[A, B])
     assert second.cached and calls == [1] and second.output == first.output
+
+
+async def test_a_stream_failing_part_way_counts_as_a_failed_attempt() -> None:
+    """Events already reached the caller, so the request is not sent again; the failure is still reported."""
+    from collections.abc import AsyncIterator
+
+    sent: list[int] = []
+
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+        sent.append(1)
+        yield "Half an ans"
+        raise ModelHTTPError(503, "gpt-4o-mini", body="connection reset mid-stream")
+
+    async def handler(ctx: Any, events: Any) -> None:
+        async for _ in events:
+            pass
+
+    events = Events()
+    agent = Agent(FunctionModel(stream_function=stream, model_name="gpt-4o-mini"))
+    with pytest.raises(ModelHTTPError):
+        await cached_agent_run(
+            agent, "hi", "stream", store=MemoryStore(), expense_recorder=events, event_stream_handler=handler
+        )
+    assert sent == [1]
+    assert [(e.failed, e.failed_attempts) for e in events.events] == [(True, 1)]

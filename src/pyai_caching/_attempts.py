@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from pydantic_ai import capabilities as _capabilities
 from pydantic_ai.capabilities import AbstractCapability
+from pydantic_ai.exceptions import ModelAPIError
 from pydantic_ai.messages import ModelMessage, ModelResponse
 from pydantic_ai.models import Model, ModelRequestContext, ModelRequestParameters, StreamedResponse
 from pydantic_ai.models.wrapper import WrapperModel
@@ -97,7 +98,8 @@ class RetryingModel(WrapperModel):
         model_request_parameters: ModelRequestParameters,
         run_context: Any = None,
     ) -> AsyncIterator[StreamedResponse]:
-        """Opening the stream is retried; once events flow, a failure reaches the run (they were consumed)."""
+        """Opening the stream is retried; once events flow, a failure reaches the run (they were consumed), counted
+        as a failed attempt when the provider raised it."""
         settings = self._request_settings(model_settings)
 
         async def open_stream() -> tuple[Any, StreamedResponse]:
@@ -111,6 +113,8 @@ class RetryingModel(WrapperModel):
             yield stream
         except BaseException as exc:
             failed = True
+            if isinstance(exc, ModelAPIError):
+                self.attempts.failed += 1
             if not await context.__aexit__(type(exc), exc, exc.__traceback__):
                 raise
         finally:
