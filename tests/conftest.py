@@ -25,7 +25,7 @@ from pyai_caching import LocalStore, MemoryStore, RedisStore, Store
 
 models.ALLOW_MODEL_REQUESTS = False
 
-for var in ("LLM_CACHE_REDIS_URL", "LLM_CACHE_DIR", "LLM_CACHE_TTL", "LLM_CACHE_NAMESPACE"):
+for var in ("LLM_CACHE_REDIS_URL", "LLM_CACHE_DIR", "LLM_CACHE_TTL", "LLM_CACHE_NAMESPACE", "LLM_CACHE_MODE"):
     os.environ.pop(var, None)
 
 

@@ -9,7 +9,8 @@ from ._reports import flush, get_stats, get_stats_sync
 from ._result import CachedAgentRunResult
 from ._run import cached_agent_run, cached_agent_run_sync
 from .costs import DEFAULT_COSTS, ModelCosts, Price, price_usage
-from .exceptions import CacheError, ConfigurationError, PyaiCachingError, UsageLimitExceeded
+from ._config import CacheMode
+from .exceptions import CacheDriftError, CacheError, CacheMissError, ConfigurationError, PyaiCachingError, UsageLimitExceeded
 from .recorders import ExpenseCallback, ExpenseEvent, ExpenseRecorder
 from .stats import StatsReport, TaskStats
 from .stores import LocalStore, MemoryStore, RedisStore, Store
@@ -17,6 +18,7 @@ from .stores import LocalStore, MemoryStore, RedisStore, Store
 __all__ = (
     "cached_agent_run",
     "cached_agent_run_sync",
+    "CacheMode",
     "CachedAgentRunResult",
     "get_stats",
     "get_stats_sync",
@@ -37,5 +39,7 @@ __all__ = (
     "PyaiCachingError",
     "ConfigurationError",
     "CacheError",
+    "CacheMissError",
+    "CacheDriftError",
     "UsageLimitExceeded",
 )

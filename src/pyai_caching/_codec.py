@@ -152,10 +152,13 @@ def decode(data: bytes, output_type: Any, *, context: Any = None) -> CachedRun[A
     adapter = _output_type_adapter(output_type)
     try:
         envelope = _ENVELOPE.model_validate_json(data)
+    except ValidationError as exc:
+        raise DecodeError(f"entry does not validate: {_first_error(exc, 'entry')}") from exc
+    try:
         if adapter is not None:  # the output's own validators run here, once, with the caller's context
             envelope.run.output = adapter.validate_python(envelope.run.output, context=context)
     except ValidationError as exc:
-        raise DecodeError(f"entry does not validate: {exc.error_count()} error(s), first: {exc.errors()[0]['msg']}") from exc
+        raise DecodeError(f"the output does not validate: {_first_error(exc, 'output')}") from exc
     except Exception as exc:  # noqa: BLE001 - a user validator raising TypeError, KeyError, ...: never the caller's error
         raise DecodeError(f"a validator of the output raised {type(exc).__name__}: {exc}") from exc
     return CachedRun(
@@ -166,3 +169,11 @@ def decode(data: bytes, output_type: Any, *, context: Any = None) -> CachedRun[A
         created=envelope.created,
         history=envelope.history,
     )
+
+
+def _first_error(exc: ValidationError, root: str) -> str:
+    """`output.cents: Value error, ... (1 of 2 errors)`: where the first error is, and what it says."""
+    first = exc.errors()[0]
+    where = ".".join([root, *(str(part) for part in first["loc"])])
+    count = exc.error_count()
+    return f"{where}: {first['msg']}" + (f" (1 of {count} errors)" if count > 1 else "")

@@ -7,7 +7,7 @@ import math
 import os
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal, get_args
 
 from .exceptions import ConfigurationError
 
@@ -16,6 +16,9 @@ __all__ = (
     "ENV_DIR",
     "ENV_TTL",
     "ENV_NAMESPACE",
+    "ENV_MODE",
+    "CacheMode",
+    "resolve_mode",
     "DEFAULT_TTL",
     "DEFAULT_NAMESPACE",
     "StoreSpec",
@@ -29,6 +32,18 @@ ENV_REDIS_URL = "LLM_CACHE_REDIS_URL"
 ENV_DIR = "LLM_CACHE_DIR"
 ENV_TTL = "LLM_CACHE_TTL"
 ENV_NAMESPACE = "LLM_CACHE_NAMESPACE"
+ENV_MODE = "LLM_CACHE_MODE"
+
+CacheMode = Literal["read_write", "replay", "refresh", "off"]
+"""How a call uses the cache:
+
+- `read_write` (default): answer from the cache, else call the model and store the answer;
+- `replay`: answer from the cache only (entries past their TTL too, where the store still holds them); a miss
+  raises `CacheMissError` and never calls the model;
+- `refresh`: always call the model and store the answer (an unchanged answer leaves the entry as it is);
+- `off`: call the model; no reads, no writes.
+"""
+_MODES: tuple[str, ...] = get_args(CacheMode)
 
 DEFAULT_TTL = timedelta(days=15).total_seconds()
 DEFAULT_NAMESPACE = "pyai_caching"
@@ -98,6 +113,24 @@ def resolve_ttl(ttl: float | timedelta | None) -> float | None:
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
     return seconds
+
+
+def resolve_mode(mode: str | None) -> CacheMode:
+    """`mode`, else `LLM_CACHE_MODE`, else `read_write`.
+
+    Raises:
+        ConfigurationError: the mode is not one of `read_write`, `replay`, `refresh`, `off`.
+    """
+    if mode is None:
+        raw = os.environ.get(ENV_MODE)
+        if not raw:
+            return "read_write"
+        if raw.strip().lower() not in _MODES:
+            raise ConfigurationError(f"{ENV_MODE}={raw!r} is not a cache mode; expected one of {', '.join(_MODES)}")
+        return raw.strip().lower()  # type: ignore[return-value]
+    if mode not in _MODES:
+        raise ConfigurationError(f"mode={mode!r} is not a cache mode; expected one of {', '.join(_MODES)}")
+    return mode  # type: ignore[return-value]
 
 
 def resolve_namespace(namespace: str | None) -> str:

@@ -1,7 +1,8 @@
 """The cache protocol every front door shares. It knows nothing of agents.
 
 `fetch` answers one key: a miss already in flight in this event loop first, then the store, then
-one producer per key (concurrent callers wait for it). The producer's answer is written before
+one producer per key (concurrent callers wait for it), as the call's mode says (`replay` never
+produces, `refresh` never reads the store). The producer's answer is written before
 anyone gets it, so when a call returns its entry is in the store (or the write failed and was
 logged): another process reading right after sees it. The leader gets the objects the producer
 made; everyone else gets their own copy, decoded from the stored bytes.
@@ -17,9 +18,10 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from ._codec import DecodeError
+from ._config import CacheMode
 from ._registry import Cache
 
-__all__ = ("Outcome", "Produced", "fetch")
+__all__ = ("Missing", "Outcome", "Produced", "fetch")
 
 logger = logging.getLogger("pyai_caching")
 
@@ -43,11 +45,23 @@ class Outcome(Generic[E]):
     errors: int
 
 
+class Missing(Exception):
+    """`replay` found no usable entry for `key`: none stored, the store failed, or the entry no longer decodes
+    (`drift`, the decode error). Nothing was produced."""
+
+    def __init__(self, key: str, *, store_failed: bool = False, drift: DecodeError | None = None) -> None:
+        super().__init__(key)
+        self.key = key
+        self.store_failed = store_failed
+        self.drift = drift
+
+
 async def fetch(
     flights: dict[str, Any],
     cache: Cache,
     key: str,
     *,
+    mode: CacheMode,
     ttl: float | None,
     decode: Callable[[bytes], E],
     copy: Callable[[E], E],
@@ -64,19 +78,27 @@ async def fetch(
             waiting for it is cancelled.
         orphaned: Called by that task with the value when the caller that started it was cancelled before the
             answer came, so the answer is still accounted for.
+
+    Raises:
+        Missing: in `replay` mode, when there is no entry to answer with.
     """
     errors = 0
     flight: _Flight[E] | None = flights.get(key)
-    if flight is None:
-        data, failed = await cache.guarded.get(key)
+    if flight is None and mode != "refresh":
+        replay = mode == "replay"
+        data, failed = await (cache.guarded.get_including_expired(key) if replay else cache.guarded.get(key))
         errors += failed
         if data is not None:
             try:
                 return Outcome(decode(data), hit=True, errors=errors)
             except DecodeError as exc:
+                if replay:
+                    raise Missing(key, drift=exc) from exc
                 errors += 1
                 logger.warning("unreadable cache entry %s (calling the model and overwriting it): %s", key, exc)
         flight = flights.get(key)  # another caller may have started while we read
+        if flight is None and replay:
+            raise Missing(key, store_failed=bool(failed))
     if flight is not None:
         return await _follow(flight, decode, copy, produce, errors)
     flight = _Flight.start(flights, key, lambda f: _fly(f, cache, key, ttl, produce, orphaned))

@@ -93,6 +93,11 @@ class FailOpen:
         data = await self._call("reads", lambda: self.store.get(key), _FAILED)
         return (None, True) if data is _FAILED else (data, False)  # type: ignore[return-value]
 
+    async def get_including_expired(self, key: str) -> tuple[bytes | None, bool]:
+        """As `get`, past the entry's TTL too where the store still holds it (`replay`)."""
+        data = await self._call("reads", lambda: self.store.get_including_expired(key), _FAILED)
+        return (None, True) if data is _FAILED else (data, False)  # type: ignore[return-value]
+
     async def set(self, key: str, value: bytes, ttl: float | None) -> bool:
         """True if the entry was stored."""
         return await self._call("writes", lambda: _true(self.store.set(key, value, ttl)), False)

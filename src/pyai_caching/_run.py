@@ -24,16 +24,18 @@ from pydantic_ai.agent import AbstractAgent
 from . import _portal
 from ._attempts import Attempts, RequestRetries, has_model_fallback
 from ._codec import CachedRun, decode, encode
-from ._config import check_task_name, resolve_namespace, resolve_store_spec, resolve_ttl
-from ._engine import Produced, fetch
+from ._config import CacheMode, check_task_name, resolve_mode, resolve_namespace, resolve_store_spec, resolve_ttl
+from ._engine import Missing, Produced, fetch
 from ._history import to_messages
 from ._identity import rebind
 from ._keys import UnkeyableError, effective_model_name, format_key, request_digest
 from ._registry import Cache, LoopState, loop_state
 from ._result import CachedAgentRunResult
 from ._retry import Backoff
+from ._scope import active_scope
 from ._arguments import backoff, check_costs_and_recorder, check_prompt, check_run_kwargs, is_empty
 from .costs import ModelCosts, price_responses
+from .exceptions import CacheDriftError, CacheMissError
 from .recorders import ExpenseCallback, ExpenseEvent, ExpenseRecorder, notify
 from .stats import stats_group
 from .stores import Store
@@ -57,6 +59,7 @@ async def cached_agent_run(
     store: Store | None = None,
     namespace: str | None = None,
     key_extra: Any = None,
+    mode: CacheMode | None = None,
     **agent_run_kwargs: Any,
 ) -> CachedAgentRunResult[Any]:
     """Drop-in for `await agent.run(prompt, ...)` that answers repeated runs from the cache.
@@ -77,6 +80,8 @@ async def cached_agent_run(
         store: A `Store` to use instead of the configured one (for example `LocalStore(...)`).
         namespace: Key prefix; defaults to `LLM_CACHE_NAMESPACE` or `pyai_caching`.
         key_extra: JSON-able data you choose to add to the key, for what `deps` change about the answer.
+        mode: `read_write` (default), `replay` (cache only: a miss raises `CacheMissError`), `refresh` (call the
+            model and overwrite) or `off`; defaults to `LLM_CACHE_MODE`.
         **agent_run_kwargs: Passed to `agent.run` (`model`, `model_settings`, `deps`, `usage_limits`, ...).
 
     Returns:
@@ -85,14 +90,20 @@ async def cached_agent_run(
         call made right after, in any process, hits. Concurrent identical calls share the one model call.
 
     Raises:
-        ConfigurationError: no store is configured, or its URL is not a Redis URL.
+        ConfigurationError: no store is configured, its URL is not a Redis URL, or the mode is unknown.
         ValueError | TypeError: invalid arguments (checked before any model call).
+        CacheMissError: in `replay` mode, no entry was recorded for this call (the message says what differs
+            from the nearest recording); `CacheDriftError` when the recorded answer no longer validates.
         UsageLimitExceeded: the provider kept rate limiting until `max_wait` seconds were spent waiting.
     """
+    scope = active_scope()
+    if scope is not None:  # the pytest plugin's `llm_cache`: every call uses its store, its mode by default
+        store, mode = scope.store, mode if mode is not None else scope.mode
     call = _Call.prepare(
         agent,
         prompt,
         task_name,
+        mode=mode,
         message_history=message_history,
         ttl=ttl,
         backoff=backoff(initial_wait, max_wait),
@@ -132,6 +143,7 @@ class _Call:
     agent: AbstractAgent[Any, Any]
     prompt: str | Sequence[_messages.UserContent] | None
     task_name: str
+    mode: CacheMode
     history: list[_messages.ModelMessage]
     ttl: float | None
     backoff: Backoff
@@ -148,6 +160,7 @@ class _Call:
         prompt: Any,
         task_name: Any,
         *,
+        mode: Any,
         message_history: Any,
         ttl: Any,
         backoff: Backoff,
@@ -159,6 +172,7 @@ class _Call:
         if not isinstance(agent, AbstractAgent):
             raise TypeError(f"agent must be a pydantic_ai Agent, not {type(agent).__name__}")
         check_task_name(task_name)
+        resolved_mode = resolve_mode(mode)
         check_prompt(prompt)
         history = to_messages(message_history)
         if is_empty(prompt) and not history and run_kwargs.get("conversation") is None:
@@ -169,6 +183,7 @@ class _Call:
             agent=agent,
             prompt=prompt,
             task_name=task_name,
+            mode=resolved_mode,
             history=history,
             ttl=resolve_ttl(ttl),
             backoff=backoff,
@@ -181,25 +196,38 @@ class _Call:
 
     async def execute(self, state: LoopState, cache: Cache, namespace: str) -> CachedAgentRunResult[Any]:
         started = time.perf_counter()
+        if self.mode == "off":
+            return await self._uncached(cache, namespace, None, started)
         try:
             digest = request_digest(self.agent, self.prompt, self.history, self.run_kwargs, self.key_extra)
         except UnkeyableError as exc:
+            if self.mode == "replay":  # nothing could have been recorded: calling the model would leave the replay
+                raise CacheMissError(
+                    f"task {self.task_name!r} cannot be replayed: this run cannot be cached ({exc})",
+                    key="",
+                    task_name=self.task_name,
+                ) from exc
             return await self._uncached(cache, namespace, exc, started)
         key = format_key(namespace, self.task_name, digest)
 
         async def orphaned(entry: CachedRun[Any]) -> None:  # the leader was cancelled: its miss still counts
             await self._account(cache, namespace, key, entry, hit=False, errors=0, started=started)
 
-        outcome = await fetch(
-            state.flights,
-            cache,
-            key,
-            ttl=self.ttl,
-            decode=self._decode,
-            copy=self._copy,
-            produce=lambda: self._produce(cache, namespace),
-            orphaned=orphaned,
-        )
+        try:
+            outcome = await fetch(
+                state.flights,
+                cache,
+                key,
+                mode=self.mode,
+                ttl=self.ttl,
+                decode=self._decode,
+                copy=self._copy,
+                produce=lambda: self._produce(cache, namespace),
+                orphaned=orphaned,
+            )
+        except Missing as missing:
+            cache.stats.add(stats_group(namespace, self.task_name), {"misses": 1, "errors": int(missing.store_failed)})
+            raise await self._missing(cache, missing) from missing.drift
         return await self._account(
             cache, namespace, key, outcome.value, hit=outcome.hit, errors=outcome.errors, started=started
         )
@@ -369,10 +397,32 @@ class _Call:
             )
         return result
 
+    async def _missing(self, cache: Cache, missing: Missing) -> CacheMissError:
+        """The error a `replay` miss raises: what was missing, and what differs from the nearest recording."""
+        key, task = missing.key, self.task_name
+        if missing.drift is not None:
+            return CacheDriftError(
+                f"the recorded answer of task {task!r} no longer validates against the agent's output type "
+                f"(it changed since it was recorded; record it again with mode='refresh'): {missing.drift} [key {key}]",
+                key=key,
+                task_name=task,
+            )
+        if missing.store_failed:
+            return CacheMissError(
+                f"replay of task {task!r} failed: the cache store could not be read [key {key}]", key=key, task_name=task
+            )
+        return CacheMissError(
+            f"no recorded answer for this call of task {task!r} (mode 'replay' never calls the model; record it with "
+            f"mode 'read_write') [key {key}]",
+            key=key,
+            task_name=task,
+        )
+
     async def _uncached(
-        self, cache: Cache, namespace: str, reason: Exception, started: float
+        self, cache: Cache, namespace: str, reason: Exception | None, started: float
     ) -> CachedAgentRunResult[Any]:
-        _warn_once(f"this run cannot be cached, calling the model without the cache: {reason}")
+        if reason is not None:
+            _warn_once(f"this run cannot be cached, calling the model without the cache: {reason}")
         entry = await self._call_model(cache, namespace)
         return await self._account(cache, namespace, None, entry, hit=False, errors=0, started=started, uncached=True)
 

@@ -6,7 +6,7 @@ caller of `cached_agent_run`: they are logged and the run goes to the model inst
 
 from __future__ import annotations
 
-__all__ = ("PyaiCachingError", "ConfigurationError", "CacheError", "UsageLimitExceeded")
+__all__ = ("PyaiCachingError", "ConfigurationError", "CacheError", "CacheMissError", "CacheDriftError", "UsageLimitExceeded")
 
 
 class PyaiCachingError(Exception):
@@ -41,3 +41,26 @@ class UsageLimitExceeded(PyaiCachingError):
     Chained (`__cause__`) to the last provider error. Not to be confused with PydanticAI's own
     `pydantic_ai.exceptions.UsageLimitExceeded`, a local budget check that is never retried.
     """
+
+
+class CacheMissError(PyaiCachingError):
+    """In `replay` mode, the call has no recorded entry; the model was not called.
+
+    The message says what differs from the nearest recording of the same task, when there is one.
+
+    Attributes:
+        key: The key the call looked up.
+        task_name: The call's task.
+        explanation: Why it missed (`str()` of it is the text in the message), or None.
+    """
+
+    def __init__(self, message: str, *, key: str, task_name: str, explanation: object = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.task_name = task_name
+        self.explanation = explanation
+
+
+class CacheDriftError(CacheMissError):
+    """In `replay` mode, the recorded answer no longer validates against the agent's output type and validators
+    (the schema drifted since it was recorded); the model was not called. The message names what fails."""

@@ -31,6 +31,20 @@ class Store(ABC):
     async def delete(self, key: str) -> bool:
         """Remove `key`; `True` if it existed."""
 
+    async def get_including_expired(self, key: str) -> bytes | None:
+        """The bytes under `key` even past their TTL, where the backend still holds them (`replay` mode: a
+        recording does not expire). Never removes anything. Default: `get`."""
+        return await self.get(key)
+
+    async def keys(self, prefix: str) -> list[str]:
+        """The keys of the entries (not counters) starting with `prefix`, sorted, expired ones included where the
+        backend still holds them. Used to copy entries and to explain a miss.
+
+        Raises:
+            NotImplementedError: the backend cannot list its entries.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot list its entries")
+
     @abstractmethod
     async def add_counters(self, name: str, counters: Mapping[str, float]) -> None:
         """Atomically add each value to the counter of that field in the group `name`."""

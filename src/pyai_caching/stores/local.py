@@ -55,15 +55,18 @@ class LocalStore(Store):
 
     def path_for(self, key: str) -> Path:
         """The file holding `key`: each `:`-separated part of the key is one path component."""
-        *dirs, name = (_component(part) for part in key.split(":"))
-        # a directory never ends in ".json", so key "x" (file x.json) and key "x.json:y" (directory x.json) can coexist
-        dirs = [d[:-5] + "%2Ejson" if d.endswith(".json") else d for d in dirs]
-        if dirs and dirs[0] == _COUNTERS_DIR:  # entries stay out of the counters' directory
-            dirs[0] = "%5F" + _COUNTERS_DIR[1:]  # quote() never escapes "_", so this cannot collide
-        return self.root.joinpath(*dirs, name + ".json")
+        return entry_path(self.root, key)
 
     async def get(self, key: str) -> bytes | None:
         return await _off_loop(self._get, key)
+
+    async def get_including_expired(self, key: str) -> bytes | None:
+        return await _off_loop(self._get_any, key)
+
+    async def keys(self, prefix: str) -> list[str]:
+        """Entry keys under `prefix` (an entry whose key had a part longer than 200 characters is not listed: its
+        file name holds a digest of that part)."""
+        return await _off_loop(lambda: sorted(k for k in entry_keys(self.root) if k.startswith(prefix)))
 
     async def set(self, key: str, value: bytes, ttl: float | None) -> None:
         await _off_loop(self._set, key, value, ttl)
@@ -86,6 +89,13 @@ class LocalStore(Store):
         if state == "expired":  # removed, to keep the directory small
             path.unlink(missing_ok=True)
         return value if state == "live" else None
+
+    def _get_any(self, key: str) -> bytes | None:
+        try:
+            state, value = _parse_entry(self.path_for(key).read_bytes())
+        except FileNotFoundError:
+            return None
+        return None if state == "invalid" else value
 
     def _set(self, key: str, value: bytes, ttl: float | None) -> None:
         path = self.path_for(key)
@@ -142,6 +152,27 @@ async def _off_loop(fn, *args):  # type: ignore[no-untyped-def]
             return fn(*args)
     except OSError as exc:  # a full or read-only disk, or no permission, refuses writes only
         raise CacheError(f"local store I/O failed: {exc}", refused=exc.errno in _REFUSED_ERRNOS) from exc
+
+
+def entry_path(root: Path, key: str) -> Path:
+    """The file of `key` under `root`: each `:`-separated part of the key is one path component."""
+    *dirs, name = (_component(part) for part in key.split(":"))
+    # a directory never ends in ".json", so key "x" (file x.json) and key "x.json:y" (directory x.json) can coexist
+    dirs = [d[:-5] + "%2Ejson" if d.endswith(".json") else d for d in dirs]
+    if dirs and dirs[0] == _COUNTERS_DIR:  # entries stay out of the counters' directory
+        dirs[0] = "%5F" + _COUNTERS_DIR[1:]  # quote() never escapes "_", so this cannot collide
+    return root.joinpath(*dirs, name + ".json")
+
+
+def entry_keys(root: Path) -> Iterator[str]:
+    """The keys of the entry files under `root` (`entry_path` reversed; shortened parts cannot be)."""
+    if not root.is_dir():
+        return
+    for path in root.rglob("*.json"):
+        parts = path.relative_to(root).parts
+        if parts[0] == _COUNTERS_DIR or any("%~" in p for p in parts):
+            continue
+        yield ":".join("" if p == "%" else unquote(p) for p in (*parts[:-1], parts[-1][:-5]))
 
 
 def _component(part: str) -> str:

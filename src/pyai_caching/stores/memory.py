@@ -33,6 +33,13 @@ class MemoryStore(Store):
     async def set(self, key: str, value: bytes, ttl: float | None) -> None:
         self._entries[key] = (value, None if ttl is None else self.clock() + ttl)
 
+    async def get_including_expired(self, key: str) -> bytes | None:
+        entry = self._entries.get(key)
+        return None if entry is None else entry[0]
+
+    async def keys(self, prefix: str) -> list[str]:
+        return sorted(k for k in self._entries if k.startswith(prefix))
+
     async def delete(self, key: str) -> bool:
         entry = self._entries.pop(key, None)
         return entry is not None and (entry[1] is None or entry[1] > self.clock())  # expired: did not exist

@@ -93,6 +93,15 @@ class RedisStore(Store):
     async def delete(self, key: str) -> bool:
         return bool(await self._call("DEL", lambda: self.client.delete(key)))
 
+    async def keys(self, prefix: str) -> list[str]:
+        """Entry keys under `prefix` by `SCAN` (never `KEYS`), strings only: counters are hashes."""
+
+        async def scan() -> list[str]:
+            match = _glob_escape(prefix) + "*"
+            return sorted([k.decode() async for k in self.client.scan_iter(match=match, count=1000, _type="string")])
+
+        return await self._call("SCAN", scan)
+
     async def add_counters(self, name: str, counters: Mapping[str, float]) -> None:
         async def update() -> None:
             async with self.client.pipeline(transaction=True) as pipe:
