@@ -21,7 +21,7 @@ import pytest
 import redis
 from pydantic_ai import models
 
-from pyai_caching import LocalStore, MemoryStore, RedisStore, Store
+from pyai_caching import FixtureStore, LocalStore, MemoryStore, RedisStore, Store
 
 models.ALLOW_MODEL_REQUESTS = False
 
@@ -101,7 +101,7 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
     yield redis_server.url
 
 
-@pytest.fixture(params=["memory", "local", "fakeredis", "redis"])
+@pytest.fixture(params=["memory", "local", "fixtures", "fakeredis", "redis"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     """Every backend, for behaviour that must hold on all of them."""
     kind = request.param
@@ -109,6 +109,8 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         backend: Store = MemoryStore()
     elif kind == "local":
         backend = LocalStore(tmp_path / "cache")
+    elif kind == "fixtures":
+        backend = FixtureStore(tmp_path / "fixtures")
     elif kind == "fakeredis":
         backend = RedisStore(fakeredis.FakeAsyncRedis(), owns_client=True)
     else:

@@ -5,6 +5,7 @@
 """
 
 from . import costs, recorders, stats
+from ._copying import copy_entries, copy_entries_sync
 from ._reports import flush, get_stats, get_stats_sync
 from ._result import CachedAgentRunResult
 from ._run import cached_agent_run, cached_agent_run_sync
@@ -13,7 +14,7 @@ from ._config import CacheMode
 from .exceptions import CacheDriftError, CacheError, CacheMissError, ConfigurationError, PyaiCachingError, UsageLimitExceeded
 from .recorders import ExpenseCallback, ExpenseEvent, ExpenseRecorder
 from .stats import StatsReport, TaskStats
-from .stores import LocalStore, MemoryStore, RedisStore, Store
+from .stores import FixtureStore, LocalStore, MemoryStore, RedisStore, Store
 
 __all__ = (
     "cached_agent_run",
@@ -23,6 +24,8 @@ __all__ = (
     "get_stats",
     "get_stats_sync",
     "flush",
+    "copy_entries",
+    "copy_entries_sync",
     "ModelCosts",
     "DEFAULT_COSTS",
     "Price",
@@ -35,6 +38,7 @@ __all__ = (
     "Store",
     "RedisStore",
     "LocalStore",
+    "FixtureStore",
     "MemoryStore",
     "PyaiCachingError",
     "ConfigurationError",

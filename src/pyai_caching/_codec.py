@@ -27,7 +27,7 @@ from pydantic_ai import AgentRunResult
 from pydantic_ai.output import OutputDataT
 from pydantic_ai.usage import RunUsage
 
-__all__ = ("FORMAT", "CachedRun", "DecodeError", "encode", "decode")
+__all__ = ("FORMAT", "CachedRun", "DecodeError", "encode", "decode", "same_answer")
 
 FORMAT = 1
 
@@ -177,3 +177,24 @@ def _first_error(exc: ValidationError, root: str) -> str:
     where = ".".join([root, *(str(part) for part in first["loc"])])
     count = exc.error_count()
     return f"{where}: {first['msg']}" + (f" (1 of {count} errors)" if count > 1 else "")
+
+
+_VOLATILE_ENTRY_FIELDS = frozenset({"created", "latency"})
+_VOLATILE_RUN_FIELDS = frozenset({"timestamp", "run_id", "conversation_id", "provider_response_id", "tool_call_id"})
+
+
+def same_answer(a: Any, b: Any) -> bool:
+    """Whether two entries (as parsed JSON) record the same answer: equal but for when it was made and the ids
+    naming that one run (timestamps, run and conversation ids, provider response and tool call ids)."""
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return a == b
+    strip = lambda entry: {k: v for k, v in entry.items() if k not in _VOLATILE_ENTRY_FIELDS}  # noqa: E731
+    return _without_ids(strip(a)) == _without_ids(strip(b))
+
+
+def _without_ids(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_ids(v) for k, v in value.items() if k not in _VOLATILE_RUN_FIELDS}
+    if isinstance(value, list):
+        return [_without_ids(v) for v in value]
+    return value

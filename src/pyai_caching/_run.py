@@ -402,8 +402,8 @@ class _Call:
         key, task = missing.key, self.task_name
         if missing.drift is not None:
             return CacheDriftError(
-                f"the recorded answer of task {task!r} no longer validates against the agent's output type "
-                f"(it changed since it was recorded; record it again with mode='refresh'): {missing.drift} [key {key}]",
+                f"the recorded answer of task {task!r} cannot be replayed: {missing.drift} (if the agent's output type "
+                f"or its validators changed since it was recorded, record it again with mode 'refresh') [key {key}]",
                 key=key,
                 task_name=task,
             )

@@ -13,7 +13,8 @@ class Store(ABC):
     """Bytes under string keys with a TTL, plus named counters. Backends own their eviction.
 
     Contract for implementations:
-    - `get` returns `None` for a missing or expired key; it never returns stale data past the TTL.
+    - `get` returns `None` for a missing or expired key; it never returns stale data past the TTL (but
+      `FixtureStore`, whose recordings never expire by design).
     - Any backend failure (unreachable, timeout, refused) raises `pyai_caching.exceptions.CacheError`;
       the caller decides to fail open.
     - Methods are safe to call concurrently from one event loop.

@@ -9,22 +9,25 @@ Writes go to a temporary file and are renamed into place, so readers never see h
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import errno
-import hashlib
 import json
-import os
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
-from ..exceptions import CacheError, ConfigurationError
+from ..exceptions import ConfigurationError
 from ._base import Store
+from ._files import (
+    COUNTERS_DIR,
+    component,
+    entry_keys,
+    entry_path,
+    off_loop,
+    write_atomic,
+)
 
 try:  # advisory locks keep counter updates from several processes exact (POSIX only)
     import fcntl
@@ -35,9 +38,6 @@ __all__ = ("LocalStore",)
 
 _NEVER = b"never"
 _HEADER = b"expires="
-_COUNTERS_DIR = "_counters"
-_REFUSED_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT})
-_MAX_COMPONENT = 200  # characters; file names are limited to 255 bytes and ".json" is appended
 
 
 @dataclass
@@ -51,34 +51,34 @@ class LocalStore(Store):
         self.root = Path(self.root).expanduser()
         if self.root.exists() and not self.root.is_dir():
             raise ConfigurationError(f"cache directory {str(self.root)!r} exists and is not a directory")
-        self._lock_path = self.root / _COUNTERS_DIR / ".lock"
+        self._lock_path = self.root / COUNTERS_DIR / ".lock"
 
     def path_for(self, key: str) -> Path:
         """The file holding `key`: each `:`-separated part of the key is one path component."""
         return entry_path(self.root, key)
 
     async def get(self, key: str) -> bytes | None:
-        return await _off_loop(self._get, key)
+        return await off_loop(self._get, key)
 
     async def get_including_expired(self, key: str) -> bytes | None:
-        return await _off_loop(self._get_any, key)
+        return await off_loop(self._get_any, key)
 
     async def keys(self, prefix: str) -> list[str]:
         """Entry keys under `prefix` (an entry whose key had a part longer than 200 characters is not listed: its
         file name holds a digest of that part)."""
-        return await _off_loop(lambda: sorted(k for k in entry_keys(self.root) if k.startswith(prefix)))
+        return await off_loop(lambda: sorted(k for k in entry_keys(self.root) if k.startswith(prefix)))
 
     async def set(self, key: str, value: bytes, ttl: float | None) -> None:
-        await _off_loop(self._set, key, value, ttl)
+        await off_loop(self._set, key, value, ttl)
 
     async def delete(self, key: str) -> bool:
-        return await _off_loop(self._delete, key)
+        return await off_loop(self._delete, key)
 
     async def add_counters(self, name: str, counters: Mapping[str, float]) -> None:
-        await _off_loop(self._add_counters, name, counters)
+        await off_loop(self._add_counters, name, counters)
 
     async def get_counters(self, prefix: str) -> dict[str, dict[str, float]]:
-        return await _off_loop(self._get_counters, prefix)
+        return await off_loop(self._get_counters, prefix)
 
     def _get(self, key: str) -> bytes | None:
         path = self.path_for(key)
@@ -101,7 +101,7 @@ class LocalStore(Store):
         path = self.path_for(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         expires = _NEVER if ttl is None else repr(time.time() + ttl).encode()
-        _write_atomic(path, _HEADER + expires + b"\n" + value)
+        write_atomic(path, _HEADER + expires + b"\n" + value)
 
     def _delete(self, key: str) -> bool:
         path = self.path_for(key)
@@ -113,17 +113,17 @@ class LocalStore(Store):
         return state == "live"  # an expired entry no longer existed
 
     def _add_counters(self, name: str, counters: Mapping[str, float]) -> None:
-        path = self.root / _COUNTERS_DIR / (_component(name) + ".json")
+        path = self.root / COUNTERS_DIR / (component(name) + ".json")
         with self._locked():
             group = _read_counters(path)[1]
             for counter, value in counters.items():
                 group[counter] = group.get(counter, 0.0) + value
             # a shortened file name cannot be decoded back to the group's name, so the file keeps it
             data = {"name": name, "counters": group} if unquote(path.stem) != name else group
-            _write_atomic(path, json.dumps(data, sort_keys=True).encode())
+            write_atomic(path, json.dumps(data, sort_keys=True).encode())
 
     def _get_counters(self, prefix: str) -> dict[str, dict[str, float]]:
-        directory = self.root / _COUNTERS_DIR
+        directory = self.root / COUNTERS_DIR
         if not directory.is_dir():
             return {}
         groups = {}
@@ -143,52 +143,6 @@ class LocalStore(Store):
             yield
 
 
-async def _off_loop(fn, *args):  # type: ignore[no-untyped-def]
-    """Run blocking file I/O in a worker thread; file errors become `CacheError`."""
-    try:
-        try:
-            return await asyncio.to_thread(fn, *args)
-        except RuntimeError:  # interpreter shutdown: no more worker threads, blocking is fine now
-            return fn(*args)
-    except OSError as exc:  # a full or read-only disk, or no permission, refuses writes only
-        raise CacheError(f"local store I/O failed: {exc}", refused=exc.errno in _REFUSED_ERRNOS) from exc
-
-
-def entry_path(root: Path, key: str) -> Path:
-    """The file of `key` under `root`: each `:`-separated part of the key is one path component."""
-    *dirs, name = (_component(part) for part in key.split(":"))
-    # a directory never ends in ".json", so key "x" (file x.json) and key "x.json:y" (directory x.json) can coexist
-    dirs = [d[:-5] + "%2Ejson" if d.endswith(".json") else d for d in dirs]
-    if dirs and dirs[0] == _COUNTERS_DIR:  # entries stay out of the counters' directory
-        dirs[0] = "%5F" + _COUNTERS_DIR[1:]  # quote() never escapes "_", so this cannot collide
-    return root.joinpath(*dirs, name + ".json")
-
-
-def entry_keys(root: Path) -> Iterator[str]:
-    """The keys of the entry files under `root` (`entry_path` reversed; shortened parts cannot be)."""
-    if not root.is_dir():
-        return
-    for path in root.rglob("*.json"):
-        parts = path.relative_to(root).parts
-        if parts[0] == _COUNTERS_DIR or any("%~" in p for p in parts):
-            continue
-        yield ":".join("" if p == "%" else unquote(p) for p in (*parts[:-1], parts[-1][:-5]))
-
-
-def _component(part: str) -> str:
-    """One key part as a safe file name: percent-encoded, never empty, `.` or `..`, never too long."""
-    encoded = quote(part, safe="")
-    if not encoded:
-        return "%"  # quote() never yields a bare "%", so this cannot collide
-    if encoded.strip(".") == "":
-        return encoded.replace(".", "%2E")
-    if len(encoded) > _MAX_COMPONENT:  # readable head + digest of the whole part; quote() never yields "%~"
-        head = encoded[:120]
-        cut = head.find("%", len(head) - 2)  # do not split a %XX escape
-        return (head if cut == -1 else head[:cut]) + "%~" + hashlib.sha256(part.encode()).hexdigest()
-    return encoded
-
-
 def _parse_entry(data: bytes) -> tuple[Literal["live", "expired", "invalid"], bytes]:
     """What the entry file `data` is (live, expired, or not an entry of this store), and its value."""
     header, newline, value = data.partition(b"\n")
@@ -201,18 +155,6 @@ def _parse_entry(data: bytes) -> tuple[Literal["live", "expired", "invalid"], by
         return ("live" if float(expires) > time.time() else "expired"), value
     except ValueError:
         return "invalid", b""
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _read_counters(path: Path) -> tuple[str | None, dict[str, float]]:

@@ -1,0 +1,131 @@
+"""Recorded answers as files to commit: a directory of pretty-printed, deterministic JSON entries.
+
+Each entry is one file, `<root>/<namespace>/<key version>/<task>/<digest>.json` (mode 0644)::
+
+    {
+      "entry": {...the entry, keys sorted...},
+      "key": "pyai_caching:v2:support:3f2a..."
+    }
+
+2-space indent, sorted keys, a trailing newline: a changed answer shows as a readable diff, and
+an answer recorded again unchanged (equal but for timestamps and ids) leaves its file alone.
+Recordings never expire (TTLs are ignored; record again with mode `refresh`), and counters live
+in memory, so reading never changes anything under `root`: `git status` stays clean after a
+replay. The store remembers which keys it was asked for, to report unused recordings.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._codec import same_answer
+from ..exceptions import ConfigurationError
+from ._base import Store
+from ._files import entry_keys, entry_path, off_loop, write_atomic
+
+__all__ = ("FixtureStore",)
+
+_FILE_MODE = 0o644
+
+
+@dataclass
+class FixtureStore(Store):
+    """Entries as reviewable files under `root` (created on first write); see the module docstring."""
+
+    root: Path
+    found: set[str] = field(default_factory=set, init=False, repr=False)
+    """Keys read that had a recording."""
+    missing: set[str] = field(default_factory=set, init=False, repr=False)
+    """Keys read that had none."""
+    written: set[str] = field(default_factory=set, init=False, repr=False)
+    """Keys whose recording was created or changed."""
+    _counters: defaultdict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict), init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root).expanduser()
+        if self.root.exists() and not self.root.is_dir():
+            raise ConfigurationError(f"fixture directory {str(self.root)!r} exists and is not a directory")
+
+    def path_for(self, key: str) -> Path:
+        return entry_path(self.root, key)
+
+    async def get(self, key: str) -> bytes | None:
+        value = await off_loop(self._read, key)
+        (self.missing if value is None else self.found).add(key)
+        return value
+
+    async def set(self, key: str, value: bytes, ttl: float | None) -> None:
+        if await off_loop(self._write, key, value):
+            self.written.add(key)
+
+    async def delete(self, key: str) -> bool:
+        return await off_loop(self._delete, key)
+
+    async def keys(self, prefix: str) -> list[str]:
+        return await off_loop(lambda: sorted(k for k in entry_keys(self.root) if k.startswith(prefix)))
+
+    async def unused(self, prefix: str = "") -> list[str]:
+        """Recorded keys under `prefix` that this store was never asked for (nor wrote)."""
+        return [k for k in await self.keys(prefix) if k not in self.found and k not in self.written]
+
+    async def add_counters(self, name: str, counters: Mapping[str, float]) -> None:
+        group = self._counters[name]
+        for counter, value in counters.items():
+            group[counter] = group.get(counter, 0.0) + value
+
+    async def get_counters(self, prefix: str) -> dict[str, dict[str, float]]:
+        return {name: dict(group) for name, group in self._counters.items() if name.startswith(prefix)}
+
+    def _read(self, key: str) -> bytes | None:
+        try:
+            raw = self.path_for(key).read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            document = json.loads(raw)
+        except ValueError:  # hand-edited or a merge conflict: handed on as is, it fails to decode (and says why)
+            return raw
+        if not isinstance(document, dict):
+            return raw
+        if "bytes" in document:
+            return base64.b64decode(document["bytes"])
+        return json.dumps(document.get("entry"), ensure_ascii=False, separators=(",", ":")).encode()
+
+    def _write(self, key: str, value: bytes) -> bool:
+        """Write the recording unless the file already records the same answer; True if the file changed."""
+        document: dict[str, Any] = {"key": key}
+        try:
+            entry = json.loads(value)
+        except ValueError:
+            entry = None
+        if isinstance(entry, dict):
+            document["entry"] = entry
+        else:  # not an entry of this library: kept byte for byte
+            document["bytes"] = base64.b64encode(value).decode()
+        path = self.path_for(key)
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            old = json.loads(path.read_bytes())
+            if isinstance(old, dict) and old.get("key") == key:
+                if "entry" in document and "entry" in old and same_answer(old["entry"], document["entry"]):
+                    return False
+                if document.get("bytes") is not None and old.get("bytes") == document["bytes"]:
+                    return False
+        text = json.dumps(document, ensure_ascii=False, sort_keys=True, indent=2) + "\n"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, text.encode(), _FILE_MODE)
+        return True
+
+    def _delete(self, key: str) -> bool:
+        try:
+            self.path_for(key).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
