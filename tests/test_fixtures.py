@@ -129,20 +129,6 @@ async def test_no_api_key_or_header_reaches_a_fixture(tmp_path: Path, openai_ser
         assert forbidden not in blob
 
 
-async def test_unused_recordings_are_found(tmp_path: Path) -> None:
-    root = tmp_path / "llm"
-    agent = city_agent([{"name": "Lyon", "population": 522000}])
-    keys = {}
-    for prompt in ("Lyon?", "Paris?", "Nice?"):
-        keys[prompt] = (await cached_agent_run(agent, prompt, "cities", store=FixtureStore(root))).cache_key
-    store = FixtureStore(root)
-    await cached_agent_run(agent, "Lyon?", "cities", store=store, mode="replay")
-    with pytest.raises(Exception):
-        await cached_agent_run(agent, "Rome?", "cities", store=store, mode="replay")
-    assert await store.unused() == sorted([keys["Paris?"], keys["Nice?"]])
-    assert store.found == {keys["Lyon?"]} and len(store.missing) == 1
-
-
 async def test_a_hand_broken_fixture_fails_replay_saying_why(tmp_path: Path) -> None:
     store = FixtureStore(tmp_path / "llm")
     agent = city_agent([{"name": "Lyon", "population": 522000}])

@@ -6,6 +6,8 @@
 
 from . import costs, recorders, stats
 from ._copying import copy_entries, copy_entries_sync
+from ._explain import Explanation
+from ._explain_run import explain, explain_sync
 from ._reports import flush, get_stats, get_stats_sync
 from ._result import CachedAgentRunResult
 from ._run import cached_agent_run, cached_agent_run_sync
@@ -26,6 +28,9 @@ __all__ = (
     "flush",
     "copy_entries",
     "copy_entries_sync",
+    "explain",
+    "explain_sync",
+    "Explanation",
     "ModelCosts",
     "DEFAULT_COSTS",
     "Price",

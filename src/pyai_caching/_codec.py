@@ -3,7 +3,8 @@
 Envelope (format 1)::
 
     {"format": 1, "model": "openai:gpt-4o", "cost": 0.0012, "latency": 1.9,
-     "created": 1732252800.0, "history": 2, "run": <TypeAdapter(AgentRunResult[Any]) JSON>}
+     "created": 1732252800.0, "history": 2, "run": <TypeAdapter(AgentRunResult[Any]) JSON>,
+     "manifest": {...what the key was made of, to explain a miss; optional}}
 
 The run holds its new messages only: `history` counts the messages of the history it was given,
 which a hit takes from its own caller (the key covers them by content), so an entry does not
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, Union
 
@@ -27,7 +29,7 @@ from pydantic_ai import AgentRunResult
 from pydantic_ai.output import OutputDataT
 from pydantic_ai.usage import RunUsage
 
-__all__ = ("FORMAT", "CachedRun", "DecodeError", "encode", "decode", "same_answer")
+__all__ = ("FORMAT", "CachedRun", "DecodeError", "encode", "decode", "read_manifest", "same_answer")
 
 FORMAT = 1
 
@@ -118,8 +120,9 @@ def _adapter_for_spec(output_type: Any) -> TypeAdapter[Any] | None:
 _spec_adapter = functools.lru_cache(maxsize=512)(_adapter_for_spec)
 
 
-def encode(entry: CachedRun[Any], output_type: Any) -> bytes:
-    """Serialize `entry` to the versioned JSON envelope (the output as pydantic serializes its value)."""
+def encode(entry: CachedRun[Any], output_type: Any, *, manifest: Any = None) -> bytes:
+    """Serialize `entry` to the versioned JSON envelope (the output as pydantic serializes its value), with the
+    key's `manifest` (JSON data explaining what the entry was keyed by) as its last field."""
     run = entry.run
     state = run._state  # pyright: ignore[reportPrivateUsage]
     history = run._new_message_index  # pyright: ignore[reportPrivateUsage]
@@ -139,7 +142,19 @@ def encode(entry: CachedRun[Any], output_type: Any) -> bytes:
         history=history,
         run=run,
     )
-    return envelope.model_dump_json().encode()
+    data = envelope.model_dump_json().encode()
+    if manifest is not None:  # spliced in: hits never read it (`decode` ignores it), so it is not in the schema
+        data = data[:-1] + b',"manifest":' + json.dumps(manifest, ensure_ascii=False, separators=(",", ":")).encode() + b"}"
+    return data
+
+
+def read_manifest(data: bytes) -> Any:
+    """The manifest stored in an entry, or None (an entry written without one, or not an entry)."""
+    try:
+        envelope = json.loads(data)
+    except ValueError:
+        return None
+    return envelope.get("manifest") if isinstance(envelope, dict) else None
 
 
 def decode(data: bytes, output_type: Any, *, context: Any = None) -> CachedRun[Any]:

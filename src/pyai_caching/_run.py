@@ -28,11 +28,12 @@ from ._config import CacheMode, check_task_name, resolve_mode, resolve_namespace
 from ._engine import Missing, Produced, fetch
 from ._history import to_messages
 from ._identity import rebind
-from ._keys import UnkeyableError, effective_model_name, format_key, request_digest
+from ._explain import explain_key
+from ._keys import UnkeyableError, digest_of, effective_model_name, format_key, request_manifest, request_material
 from ._registry import Cache, LoopState, loop_state
 from ._result import CachedAgentRunResult
 from ._retry import Backoff
-from ._scope import active_scope
+from ._scope import Scope, active_scope
 from ._arguments import backoff, check_costs_and_recorder, check_prompt, check_run_kwargs, is_empty
 from .costs import ModelCosts, price_responses
 from .exceptions import CacheDriftError, CacheMissError
@@ -100,6 +101,7 @@ async def cached_agent_run(
     if scope is not None:  # the pytest plugin's `llm_cache`: every call uses its store, its mode by default
         store, mode = scope.store, mode if mode is not None else scope.mode
     call = _Call.prepare(
+        scope,
         agent,
         prompt,
         task_name,
@@ -140,6 +142,7 @@ def cached_agent_run_sync(
 class _Call:
     """One validated call: what to run, how to key it, and what to do with the answer."""
 
+    scope: Scope | None
     agent: AbstractAgent[Any, Any]
     prompt: str | Sequence[_messages.UserContent] | None
     task_name: str
@@ -152,10 +155,13 @@ class _Call:
     key_extra: Any
     run_kwargs: dict[str, Any]
     output_type: Any
+    material: dict[str, Any] | None = None
+    """What the key was made of (`_keys.request_material`), once `key` has made it."""
 
     @classmethod
     def prepare(
         cls,
+        scope: Scope | None,
         agent: Any,
         prompt: Any,
         task_name: Any,
@@ -180,6 +186,7 @@ class _Call:
         check_run_kwargs(type(agent), run_kwargs)
         check_costs_and_recorder(custom_costs, expense_recorder)
         return cls(
+            scope=scope,
             agent=agent,
             prompt=prompt,
             task_name=task_name,
@@ -199,7 +206,7 @@ class _Call:
         if self.mode == "off":
             return await self._uncached(cache, namespace, None, started)
         try:
-            digest = request_digest(self.agent, self.prompt, self.history, self.run_kwargs, self.key_extra)
+            key = self.key(namespace)
         except UnkeyableError as exc:
             if self.mode == "replay":  # nothing could have been recorded: calling the model would leave the replay
                 raise CacheMissError(
@@ -208,7 +215,6 @@ class _Call:
                     task_name=self.task_name,
                 ) from exc
             return await self._uncached(cache, namespace, exc, started)
-        key = format_key(namespace, self.task_name, digest)
 
         async def orphaned(entry: CachedRun[Any]) -> None:  # the leader was cancelled: its miss still counts
             await self._account(cache, namespace, key, entry, hit=False, errors=0, started=started)
@@ -226,6 +232,8 @@ class _Call:
                 orphaned=orphaned,
             )
         except Missing as missing:
+            if self.scope is not None:
+                self.scope.missing.add(key)
             cache.stats.add(stats_group(namespace, self.task_name), {"misses": 1, "errors": int(missing.store_failed)})
             raise await self._missing(cache, missing) from missing.drift
         return await self._account(
@@ -233,6 +241,25 @@ class _Call:
         )
 
     # -- what a run keys and stores
+
+    def key(self, namespace: str) -> str:
+        """The run's key (its material kept for the manifest).
+
+        Raises:
+            UnkeyableError: part of the run has no stable data form.
+        """
+        self.material = request_material(self.agent, self.prompt, self.history, self.run_kwargs, self.key_extra)
+        return format_key(namespace, self.task_name, digest_of(self.material))
+
+    def manifest(self) -> Any:
+        """The key's manifest (what it was made of, to explain misses), or None if it cannot be made."""
+        if self.material is None:
+            return None
+        try:
+            return request_manifest(self.material)
+        except Exception as exc:  # noqa: BLE001 - an entry without a manifest is still an entry
+            logger.debug("no manifest for task %r: %s", self.task_name, exc)
+            return None
 
     def _decode(self, data: bytes) -> CachedRun[Any]:
         """A stored entry as this caller's own run: validated for its output type, with its identity."""
@@ -272,7 +299,7 @@ class _Call:
         """Call the model; the entry's bytes only if the output reads back as the agent produced it."""
         entry = await self._call_model(cache, namespace)
         try:
-            data: bytes | None = encode(entry, self.output_type)
+            data: bytes | None = encode(entry, self.output_type, manifest=self.manifest())
             if decode(data, self.output_type, context=self._validation_context()).run.output != entry.run.output:
                 data = None
                 _warn_once(
@@ -380,6 +407,8 @@ class _Call:
         )
         counters["errors"] = errors
         cache.stats.add(stats_group(namespace, self.task_name), counters)
+        if self.scope is not None and key is not None:
+            (self.scope.replayed if hit else self.scope.recorded).add(key)
         if self.recorder is not None:
             await notify(
                 self.recorder,
@@ -411,11 +440,13 @@ class _Call:
             return CacheMissError(
                 f"replay of task {task!r} failed: the cache store could not be read [key {key}]", key=key, task_name=task
             )
+        explanation = await explain_key(cache.guarded.store, key, task, self.manifest())
         return CacheMissError(
             f"no recorded answer for this call of task {task!r} (mode 'replay' never calls the model; record it with "
-            f"mode 'read_write') [key {key}]",
+            f"mode 'read_write') [key {key}]\n{explanation}",
             key=key,
             task_name=task,
+            explanation=explanation,
         )
 
     async def _uncached(

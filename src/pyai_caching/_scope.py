@@ -1,4 +1,5 @@
 """A scope pointing every call at one store, with a default mode: what the pytest plugin's `llm_cache` sets.
+It also collects which keys its calls were answered from, recorded, or missed in `replay`.
 
 Process-wide rather than per context: `cached_agent_run_sync` runs its calls on a background
 thread's loop, which no context variable of the test reaches.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ._config import CacheMode
 from .stores import Store
@@ -22,6 +23,12 @@ class Scope:
     """Every call in the scope uses it, whatever store or URL it names."""
     mode: CacheMode | None
     """The mode of calls that do not pass `mode=` (it wins over `LLM_CACHE_MODE`)."""
+    replayed: set[str] = field(default_factory=set)
+    """Keys of hits."""
+    recorded: set[str] = field(default_factory=set)
+    """Keys of misses whose answer was stored."""
+    missing: set[str] = field(default_factory=set)
+    """Keys that `replay` found no usable recording for."""
 
 
 _scopes: list[Scope] = []

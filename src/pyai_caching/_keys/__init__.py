@@ -19,7 +19,16 @@ is raised and the run goes uncached rather than being served an answer keyed on 
 from __future__ import annotations
 
 from ._canonical import UnkeyableError, canonical_json  # first: it completes the handlers it dispatches to
-from ._agent import KEY_VERSION, RUN_KWARGS_NOT_IN_KEY, effective_model_name, format_key, request_digest
+from ._agent import (
+    KEY_VERSION,
+    RUN_KWARGS_NOT_IN_KEY,
+    digest_of,
+    effective_model_name,
+    format_key,
+    request_digest,
+    request_material,
+)
+from ._manifest import request_manifest
 
 __all__ = (
     "KEY_VERSION",
@@ -28,5 +37,8 @@ __all__ = (
     "canonical_json",
     "effective_model_name",
     "request_digest",
+    "request_material",
+    "digest_of",
+    "request_manifest",
     "format_key",
 )

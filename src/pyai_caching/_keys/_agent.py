@@ -14,7 +14,15 @@ from pydantic_ai.models import Model
 from ._canonical import UnkeyableError, canonical_json, qualname
 from ._models import key_settings
 
-__all__ = ("KEY_VERSION", "RUN_KWARGS_NOT_IN_KEY", "effective_model_name", "request_digest", "format_key")
+__all__ = (
+    "KEY_VERSION",
+    "RUN_KWARGS_NOT_IN_KEY",
+    "effective_model_name",
+    "request_material",
+    "digest_of",
+    "request_digest",
+    "format_key",
+)
 
 KEY_VERSION = "v2"
 """Bumped whenever the same inputs would hash differently; old entries then simply miss."""
@@ -193,14 +201,15 @@ def _agent_data(agent: Agent[Any, Any], run_kwargs: Mapping[str, Any]) -> dict[s
 _AGENT_SHAPING = frozenset({"model", "model_settings", "output_type"})
 
 
-def request_digest(
+def request_material(
     agent: AbstractAgent[Any, Any],
     prompt: Any,
     history: Sequence[_messages.ModelMessage],
     run_kwargs: Mapping[str, Any],
     key_extra: Any = None,
-) -> str:
-    """SHA-256 hex digest of everything that changes the answer to this run.
+) -> dict[str, Any]:
+    """Everything that changes the answer to this run, as objects `canonical_json` can encode (`digest_of` hashes
+    it; `request_manifest` summarizes it for explaining a miss).
 
     Raises:
         UnkeyableError: part of the agent or run cannot be turned into stable key material.
@@ -227,7 +236,31 @@ def request_digest(
                 material["deferred_tool_requests"] = conversation.deferred_tool_requests
         except AttributeError as exc:
             raise UnkeyableError(f"cannot read the messages of conversation={type(conversation).__qualname__}") from exc
+    return material
+
+
+def digest_of(material: Mapping[str, Any]) -> str:
+    """SHA-256 hex digest of `request_material`.
+
+    Raises:
+        UnkeyableError: part of it has no stable data form.
+    """
     return hashlib.sha256(canonical_json(material)).hexdigest()
+
+
+def request_digest(
+    agent: AbstractAgent[Any, Any],
+    prompt: Any,
+    history: Sequence[_messages.ModelMessage],
+    run_kwargs: Mapping[str, Any],
+    key_extra: Any = None,
+) -> str:
+    """SHA-256 hex digest of everything that changes the answer to this run.
+
+    Raises:
+        UnkeyableError: part of the agent or run cannot be turned into stable key material.
+    """
+    return digest_of(request_material(agent, prompt, history, run_kwargs, key_extra))
 
 
 def _tagged(value: Any) -> Any:

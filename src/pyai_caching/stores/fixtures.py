@@ -11,7 +11,7 @@ Each entry is one file, `<root>/<namespace>/<key version>/<task>/<digest>.json` 
 an answer recorded again unchanged (equal but for timestamps and ids) leaves its file alone.
 Recordings never expire (TTLs are ignored; record again with mode `refresh`), and counters live
 in memory, so reading never changes anything under `root`: `git status` stays clean after a
-replay. The store remembers which keys it was asked for, to report unused recordings.
+replay.
 """
 
 from __future__ import annotations
@@ -40,12 +40,6 @@ class FixtureStore(Store):
     """Entries as reviewable files under `root` (created on first write); see the module docstring."""
 
     root: Path
-    found: set[str] = field(default_factory=set, init=False, repr=False)
-    """Keys read that had a recording."""
-    missing: set[str] = field(default_factory=set, init=False, repr=False)
-    """Keys read that had none."""
-    written: set[str] = field(default_factory=set, init=False, repr=False)
-    """Keys whose recording was created or changed."""
     _counters: defaultdict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict), init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -57,23 +51,16 @@ class FixtureStore(Store):
         return entry_path(self.root, key)
 
     async def get(self, key: str) -> bytes | None:
-        value = await off_loop(self._read, key)
-        (self.missing if value is None else self.found).add(key)
-        return value
+        return await off_loop(self._read, key)
 
     async def set(self, key: str, value: bytes, ttl: float | None) -> None:
-        if await off_loop(self._write, key, value):
-            self.written.add(key)
+        await off_loop(self._write, key, value)
 
     async def delete(self, key: str) -> bool:
         return await off_loop(self._delete, key)
 
     async def keys(self, prefix: str) -> list[str]:
         return await off_loop(lambda: sorted(k for k in entry_keys(self.root) if k.startswith(prefix)))
-
-    async def unused(self, prefix: str = "") -> list[str]:
-        """Recorded keys under `prefix` that this store was never asked for (nor wrote)."""
-        return [k for k in await self.keys(prefix) if k not in self.found and k not in self.written]
 
     async def add_counters(self, name: str, counters: Mapping[str, float]) -> None:
         group = self._counters[name]
