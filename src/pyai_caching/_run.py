@@ -443,7 +443,7 @@ class _Call:
         explanation = await explain_key(cache.guarded.store, key, task, self.manifest())
         return CacheMissError(
             f"no recorded answer for this call of task {task!r} (mode 'replay' never calls the model; record it with "
-            f"mode 'read_write') [key {key}]\n{explanation}",
+            f"mode 'read_write') [key {key}]\n{explanation}" + (f"\n{self.scope.hint}" if self.scope and self.scope.hint else ""),
             key=key,
             task_name=task,
             explanation=explanation,

@@ -23,6 +23,8 @@ class Scope:
     """Every call in the scope uses it, whatever store or URL it names."""
     mode: CacheMode | None
     """The mode of calls that do not pass `mode=` (it wins over `LLM_CACHE_MODE`)."""
+    hint: str | None = None
+    """Added to the message of a `replay` miss (where the recordings are, how to record)."""
     replayed: set[str] = field(default_factory=set)
     """Keys of hits."""
     recorded: set[str] = field(default_factory=set)
@@ -39,8 +41,8 @@ def active_scope() -> Scope | None:
 
 
 @contextlib.contextmanager
-def scoped(store: Store, mode: CacheMode | None = None) -> Iterator[Scope]:
-    scope = Scope(store, mode)
+def scoped(store: Store, mode: CacheMode | None = None, *, hint: str | None = None) -> Iterator[Scope]:
+    scope = Scope(store, mode, hint)
     _scopes.append(scope)
     try:
         yield scope
