@@ -19,10 +19,13 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.usage import RequestUsage
 
 from pyai_caching import (
+    CacheMissError,
     ExpenseEvent,
+    FixtureStore,
     LocalStore,
     ModelCosts,
     cached_agent_run,
+    copy_entries,
     flush,
     get_stats,
 )
@@ -113,6 +116,18 @@ async def main(root: Path) -> None:
           f"spent ${total.cost_spent:.6f}, saved ${total.cost_saved:.6f}")
     for task, stats in report.tasks.items():
         print(f"  {task}: {stats.requests} requests, hit rate {stats.hit_rate:.0%}")
+
+    # Recording for tests: copy answers into reviewable fixture files, replay them, explain a miss.
+    fixtures = FixtureStore(root / "fixtures")
+    copied = await copy_entries(store, fixtures, task_name="make_profile")
+    replayed = await cached_agent_run(agent, "Make a profile of the user", "make_profile", message_history=history,
+                                      store=fixtures, mode="replay")
+    print(f"recording: {copied} entries copied to fixtures; replayed {replayed.output.name} (cached {replayed.cached})")
+    try:
+        await cached_agent_run(agent, "Make a profile of the user", "make_profile", message_history=history,
+                               store=fixtures, mode="replay", model_settings={"temperature": 0.7})
+    except CacheMissError as exc:
+        print(f"recording: replay miss explained: {exc.explanation.differences}")
     await store.aclose()
 
 

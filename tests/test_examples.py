@@ -19,6 +19,8 @@ def test_features_example_runs_offline() -> None:
     assert "pricing: $0.000600" in out
     assert "gave up: ModelHTTPError" in out
     assert "stats: hit rate" in out
+    assert "recording: 2 entries copied to fixtures; replayed Alex (cached True)" in out
+    assert "replay miss explained: ('model_settings.temperature added (0.7)',)" in out
 
 
 def test_demo_runs_offline(tmp_path: Path) -> None:
