@@ -233,6 +233,26 @@ async def test_a_hit_takes_the_conversation_id_of_its_conversation() -> None:
     assert hit.cached and hit.conversation_id == "conv-B"
 
 
+async def test_a_hit_from_a_conversation_adds_its_usage_to_that_conversations_not_the_first_callers() -> None:
+    from pydantic_ai.conversation import Conversation
+    from pydantic_ai.usage import RunUsage
+
+    store, calls = MemoryStore(), []
+    agent = Agent(profile_model(calls), output_type=Profile)
+    alice = Conversation(conversation_id="conv-A", usage=RunUsage(requests=40, input_tokens=90_000))
+    first = await cached_agent_run(agent, "q", "conv", store=store, conversation=alice)
+    own = first.usage.requests - 40
+    assert own >= 1 and alice.usage.requests == 40  # as agent.run: the conversation object is not changed
+    bob = Conversation(conversation_id="conv-B", usage=RunUsage(requests=2, input_tokens=10))
+    hit = await cached_agent_run(agent, "q", "conv", store=store, conversation=bob)
+    assert hit.cached and calls == [1]
+    assert hit.usage.requests == 2 + own  # Alice's 40 earlier requests are not Bob's
+    assert hit.usage.input_tokens == 10 + (first.usage.input_tokens - 90_000)
+    assert bob.usage.requests == 2
+    fresh = await cached_agent_run(agent, "q", "conv", store=store)  # and the entry records the run's own usage
+    assert fresh.cached and fresh.usage.requests == own
+
+
 async def test_a_cancelled_run_still_counts_what_it_paid_for() -> None:
     from pyai_caching import get_stats
 

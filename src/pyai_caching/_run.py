@@ -283,7 +283,10 @@ class _Call:
             kwargs = {**kwargs, "conversation_id": getattr(conversation, "conversation_id", None)}
         rebind(entry.run, history=history, run_kwargs=kwargs, agent_metadata=getattr(self.agent, "_metadata", None))
         caller_usage = self.run_kwargs.get("usage")
-        if isinstance(caller_usage, _usage.RunUsage):
+        if not isinstance(caller_usage, _usage.RunUsage):  # `conversation=`: a run starts from a copy of its usage
+            carried = getattr(conversation, "usage", None)
+            caller_usage = copy.copy(carried) if isinstance(carried, _usage.RunUsage) else None
+        if caller_usage is not None:
             own = entry.run_usage
             caller_usage.incr(own)
             entry.run._state.usage = caller_usage  # pyright: ignore[reportPrivateUsage]
@@ -319,6 +322,8 @@ class _Call:
         if not has_model_fallback(self.agent, run_capabilities):  # with one, failures go to the fallback models
             kwargs["capabilities"] = [*run_capabilities, RequestRetries(attempts)]
         caller_usage = self.run_kwargs.get("usage")
+        if not isinstance(caller_usage, _usage.RunUsage):  # a run from `conversation=` starts from its usage
+            caller_usage = getattr(self.run_kwargs.get("conversation"), "usage", None)
         before = copy.deepcopy(caller_usage) if isinstance(caller_usage, _usage.RunUsage) else None
         started = time.perf_counter()
         try:
