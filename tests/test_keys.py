@@ -740,3 +740,13 @@ def test_thinking_parts_from_different_providers_are_different_keys() -> None:
 
     assert request_digest(agent, "q", history("anthropic"), {}) != request_digest(agent, "q", history("openai"), {})
     assert request_digest(agent, "q", history("anthropic"), {}) == request_digest(agent, "q", history("anthropic"), {})
+
+
+def test_an_instrumented_model_is_keyed_as_the_model_it_wraps() -> None:
+    from pydantic_ai.models.instrumented import InstrumentedModel
+
+    plain = TestModel(custom_output_text="x")
+    assert request_digest(Agent(plain), "q", [], {}) == request_digest(Agent(InstrumentedModel(plain)), "q", [], {})
+    assert request_digest(Agent(plain), "q", [], {}) != request_digest(
+        Agent(InstrumentedModel(TestModel(custom_output_text="y"))), "q", [], {}
+    )

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pydantic_ai.models import Model
+from pydantic_ai.models.instrumented import InstrumentedModel
 
 from ._canonical import canonical_json, instance_extras, qualname
 from ._functions import function_data, in_model
@@ -30,8 +31,11 @@ def model_data(model: Model) -> dict[str, Any]:
     """A model's identity: its class (the API flavour), `provider:name`, endpoint, settings, profile, and the
     public fields it was built with (a `FunctionModel`'s function, a `TestModel`'s scripted output).
 
-    The provider's client (API keys, auth headers) is never read.
+    The provider's client (API keys, auth headers) is never read. An `InstrumentedModel` (OpenTelemetry only) is
+    keyed as the model it wraps.
     """
+    while isinstance(model, InstrumentedModel):
+        model = model.wrapped
     data: dict[str, Any] = {
         "__model__": qualname(type(model)),
         "id": model.model_id,
