@@ -14,7 +14,7 @@ from ._config import resolve_namespace, resolve_store_spec
 from ._explain import Explanation, explain_key
 from ._keys import UnkeyableError
 from ._registry import loop_state
-from ._run import _Call
+from ._call import RunCall
 from ._scope import active_scope
 from .stores import Store
 
@@ -47,7 +47,7 @@ async def explain(
     scope = active_scope()
     if scope is not None:
         store = scope.store
-    call = _Call.prepare(
+    call = RunCall.prepare(
         None,
         agent,
         prompt,
