@@ -36,6 +36,7 @@ def count_failure(call: _Call, cache: Cache, namespace: str, attempts: Attempts)
     cache.stats.add(stats_group(namespace, call.task_name), {"cost_spent": cost or 0.0, "failed": 1})
     return model, cost
 
+
 async def account_failure(call: _Call, cache: Cache, namespace: str, attempts: Attempts, latency: float) -> None:
     """A run that raised: what its responses cost is still spent, and reported."""
     responses = attempts.all_responses()
@@ -58,6 +59,7 @@ async def account_failure(call: _Call, cache: Cache, namespace: str, attempts: A
                 failed=True,
             ),
         )
+
 
 async def account(
     call: _Call,
@@ -105,6 +107,7 @@ async def account(
             ),
         )
     return result
+
 
 async def missing_error(call: _Call, cache: Cache, missing: Missing) -> CacheMissError:
     """The error a `replay` miss raises: what was missing, and what differs from the nearest recording."""
