@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 from .._codec import same_answer
 from ..exceptions import ConfigurationError
 from ._base import Store
+from ._counters import CounterGroups
 from ._files import entry_keys, entry_path, off_loop, write_atomic
 
 __all__ = ("FixtureStore",)
@@ -40,7 +40,7 @@ class FixtureStore(Store):
     """Entries as reviewable files under `root` (created on first write); see the module docstring."""
 
     root: Path
-    _counters: defaultdict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict), init=False, repr=False)
+    _counters: CounterGroups = field(default_factory=CounterGroups, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).expanduser()
@@ -63,12 +63,10 @@ class FixtureStore(Store):
         return await off_loop(lambda: sorted(k for k in entry_keys(self.root) if k.startswith(prefix)))
 
     async def add_counters(self, name: str, counters: Mapping[str, float]) -> None:
-        group = self._counters[name]
-        for counter, value in counters.items():
-            group[counter] = group.get(counter, 0.0) + value
+        self._counters.add(name, counters)
 
     async def get_counters(self, prefix: str) -> dict[str, dict[str, float]]:
-        return {name: dict(group) for name, group in self._counters.items() if name.startswith(prefix)}
+        return self._counters.read(prefix)
 
     def _read(self, key: str) -> bytes | None:
         try:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ._base import Store
+from ._counters import CounterGroups
 
 __all__ = ("MemoryStore",)
 
@@ -18,7 +18,7 @@ class MemoryStore(Store):
 
     clock: Callable[[], float] = time.monotonic
     _entries: dict[str, tuple[bytes, float | None]] = field(default_factory=dict, repr=False)
-    _counters: defaultdict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict), repr=False)
+    _counters: CounterGroups = field(default_factory=CounterGroups, init=False, repr=False)
 
     async def get(self, key: str) -> bytes | None:
         entry = self._entries.get(key)
@@ -45,9 +45,7 @@ class MemoryStore(Store):
         return entry is not None and (entry[1] is None or entry[1] > self.clock())  # expired: did not exist
 
     async def add_counters(self, name: str, counters: Mapping[str, float]) -> None:
-        group = self._counters[name]
-        for counter, value in counters.items():
-            group[counter] = group.get(counter, 0.0) + value
+        self._counters.add(name, counters)
 
     async def get_counters(self, prefix: str) -> dict[str, dict[str, float]]:
-        return {name: dict(group) for name, group in self._counters.items() if name.startswith(prefix)}
+        return self._counters.read(prefix)
