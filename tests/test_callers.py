@@ -281,3 +281,19 @@ async def test_a_cancelled_run_still_counts_what_it_paid_for() -> None:
         await task
     stats = (await get_stats("cancelled", store=store)).total
     assert stats.failed == 1 and stats.cost_spent == pytest.approx(0.15)  # 1M input tokens of gpt-4o-mini
+
+
+async def test_run_metadata_is_never_stored_and_a_hit_merges_its_own_as_agent_run_does() -> None:
+    store, calls = MemoryStore(), []
+    agent = Agent(profile_model(calls), output_type=Profile, metadata={"app": "crm", "tier": "free"})
+    alice = await cached_agent_run(agent, "q", "meta", store=store, metadata={"user": "alice@example.com", "tier": "pro"})
+    assert alice.metadata == {"app": "crm", "tier": "pro", "user": "alice@example.com"}  # PydanticAI's own merge
+    [(data, _)] = store._entries.values()
+    assert b"alice@example.com" not in data and b"crm" not in data
+    bob = await cached_agent_run(agent, "q", "meta", store=store, metadata={"user": "bob@example.com"})
+    assert bob.cached and bob.metadata == {"app": "crm", "tier": "free", "user": "bob@example.com"}
+    plain = await cached_agent_run(agent, "q", "meta", store=store)
+    assert plain.cached and plain.metadata == {"app": "crm", "tier": "free"}
+    with agent.override(metadata={"only": "override"}):
+        overridden = await cached_agent_run(agent, "q", "meta", store=store, metadata={"user": "carol"})
+    assert overridden.cached and overridden.metadata == {"only": "override"}

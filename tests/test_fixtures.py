@@ -188,3 +188,21 @@ def test_copy_entries_sync_and_bad_arguments(tmp_path: Path) -> None:
         copy_entries_sync(source, source)
     with pytest.raises(ValueError, match="task_name"):
         copy_entries_sync(source, target, task_name="bad name")
+
+
+async def test_an_answer_whose_own_fields_are_named_like_ids_is_rewritten_when_it_changes(tmp_path: Path) -> None:
+    class Event(BaseModel):
+        timestamp: str
+        run_id: str
+
+    answers = [{"timestamp": "2024-01-01", "run_id": "r1"}, {"timestamp": "2025-06-30", "run_id": "r2"}]
+
+    def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name, answers.pop(0))])
+
+    agent = Agent(FunctionModel(respond, model_name="m"), output_type=Event)
+    store = FixtureStore(tmp_path / "llm")
+    await cached_agent_run(agent, "when?", "events", store=store)
+    refreshed = await cached_agent_run(agent, "when?", "events", store=store, mode="refresh")
+    replayed = await cached_agent_run(agent, "when?", "events", store=store, mode="replay")
+    assert refreshed.output.timestamp == replayed.output.timestamp == "2025-06-30"

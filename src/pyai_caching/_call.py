@@ -184,7 +184,7 @@ class RunCall:
         kwargs = self.run_kwargs
         if conversation is not None and kwargs.get("conversation_id") is None:
             kwargs = {**kwargs, "conversation_id": getattr(conversation, "conversation_id", None)}
-        rebind(entry.run, history=history, run_kwargs=kwargs, agent_metadata=getattr(self.agent, "_metadata", None))
+        rebind(entry.run, history=history, run_kwargs=kwargs, agent=self.agent)
         caller_usage = self.run_kwargs.get("usage")
         if not isinstance(caller_usage, _usage.RunUsage):  # `conversation=`: a run starts from a copy of its usage
             carried = getattr(conversation, "usage", None)

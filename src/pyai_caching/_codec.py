@@ -131,6 +131,7 @@ def encode(entry: CachedRun[Any], output_type: Any, *, manifest: Any = None) -> 
         state,
         message_history=state.message_history[history:],
         usage=entry.usage if entry.usage is not None else state.usage,
+        **_no_metadata(type(state)),
     )
     run = dataclasses.replace(run, _state=stored_state, _new_message_index=0)
     envelope = _ENVELOPE.model_construct(
@@ -155,6 +156,13 @@ def read_manifest(data: bytes) -> Any:
     except ValueError:
         return None
     return envelope.get("manifest") if isinstance(envelope, dict) else None
+
+
+@functools.lru_cache(maxsize=8)
+def _no_metadata(state_type: type) -> dict[str, None]:
+    """`metadata=None` for the run state type if it has the field: a run's metadata is the caller's (a hit gets its
+    own), often user data, and never stored."""
+    return {"metadata": None} if any(f.name == "metadata" for f in dataclasses.fields(state_type)) else {}
 
 
 def decode(data: bytes, output_type: Any, *, context: Any = None) -> CachedRun[Any]:
@@ -195,21 +203,39 @@ def _first_error(exc: ValidationError, root: str) -> str:
 
 
 _VOLATILE_ENTRY_FIELDS = frozenset({"created", "latency"})
-_VOLATILE_RUN_FIELDS = frozenset({"timestamp", "run_id", "conversation_id", "provider_response_id", "tool_call_id"})
+_VOLATILE_RUN_FIELDS = frozenset({"run_id", "conversation_id", "traceparent"})
+_VOLATILE_MESSAGE_FIELDS = frozenset({"timestamp", "run_id", "conversation_id", "provider_response_id"})
+_VOLATILE_PART_FIELDS = frozenset({"timestamp", "tool_call_id"})
 
 
 def same_answer(a: Any, b: Any) -> bool:
     """Whether two entries (as parsed JSON) record the same answer: equal but for when it was made and the ids
-    naming that one run (timestamps, run and conversation ids, provider response and tool call ids)."""
+    naming that one run (the run's and its messages' timestamps and ids, the parts' tool call ids). Only those
+    places are ignored: the same names inside an output or a tool's arguments are the answer."""
     if not (isinstance(a, dict) and isinstance(b, dict)):
         return a == b
-    strip = lambda entry: {k: v for k, v in entry.items() if k not in _VOLATILE_ENTRY_FIELDS}  # noqa: E731
-    return _without_ids(strip(a)) == _without_ids(strip(b))
+    return _comparable(a) == _comparable(b)
 
 
-def _without_ids(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _without_ids(v) for k, v in value.items() if k not in _VOLATILE_RUN_FIELDS}
-    if isinstance(value, list):
-        return [_without_ids(v) for v in value]
-    return value
+def _comparable(entry: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in entry.items() if k not in _VOLATILE_ENTRY_FIELDS}
+    run = out.get("run")
+    if isinstance(run, dict):
+        run = {k: v for k, v in run.items() if k not in _VOLATILE_RUN_FIELDS}
+        messages = run.get("messages")
+        if isinstance(messages, list):
+            run["messages"] = [_comparable_message(m) for m in messages]
+        out["run"] = run
+    return out
+
+
+def _comparable_message(message: Any) -> Any:
+    if not isinstance(message, dict):
+        return message
+    out = {k: v for k, v in message.items() if k not in _VOLATILE_MESSAGE_FIELDS}
+    parts = out.get("parts")
+    if isinstance(parts, list):
+        out["parts"] = [
+            {k: v for k, v in p.items() if k not in _VOLATILE_PART_FIELDS} if isinstance(p, dict) else p for p in parts
+        ]
+    return out

@@ -36,26 +36,24 @@ def rebind(
     *,
     history: Sequence[_messages.ModelMessage],
     run_kwargs: Mapping[str, Any],
-    agent_metadata: Any,
+    agent: Any,
 ) -> AgentRunResult[Any]:
     """Give `run` (decoded for this call only) this call's identity, in place, and return it.
 
     - `run_id`: the call's `run_id=`, else a new one; `conversation_id`: the call's, else the latest on its
       history, else a new one (PydanticAI's rules).
-    - `metadata`: the call's `metadata=` (else the agent's), when it is a mapping; metadata computed by a
-      function of the run context is not recomputed and reads as None.
+    - `metadata`: as PydanticAI resolves it: `agent.override(metadata=...)`, else the agent's merged under the
+      call's `metadata=`; metadata computed by a function of the run context is not recomputed and reads as None.
     - The history part of the messages is the caller's own history; the new messages carry the new ids, and the
       new requests (and their parts) this call's time. Responses keep the times the provider answered.
     """
     state = run._state  # pyright: ignore[reportPrivateUsage]
     run_id = run_kwargs.get("run_id") or _uuid7()
     conversation_id = _conversation_id(run_kwargs.get("conversation_id"), history)
-    metadata = run_kwargs.get("metadata", None)
-    if metadata is None:
-        metadata = agent_metadata
+    metadata = _metadata(agent, run_kwargs.get("metadata", None))
     state.run_id = run_id
     state.conversation_id = conversation_id
-    state.metadata = dict(metadata) if isinstance(metadata, Mapping) else None
+    state.metadata = metadata
 
     start = run._new_message_index  # pyright: ignore[reportPrivateUsage]
     new_messages = state.message_history[start:]
@@ -74,6 +72,20 @@ def rebind(
                     part.timestamp = now  # type: ignore[union-attr]
     run._traceparent_value = None  # pyright: ignore[reportPrivateUsage] - the trace of the run that paid
     return run
+
+
+def _metadata(agent: Any, run_metadata: Any) -> dict[str, Any] | None:
+    """`Agent._get_metadata` without a run context: mappings only."""
+    override = getattr(agent, "_override_metadata", None)
+    chosen = override.get() if override is not None else None
+    if chosen is not None:
+        return dict(chosen.value) if isinstance(chosen.value, Mapping) else None
+    base = getattr(agent, "_metadata", None)
+    base = dict(base) if isinstance(base, Mapping) else None
+    run = dict(run_metadata) if isinstance(run_metadata, Mapping) else None
+    if base and run:
+        return {**base, **run}
+    return run or base
 
 
 def _conversation_id(explicit: Any, history: Sequence[_messages.ModelMessage]) -> str:
