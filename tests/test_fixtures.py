@@ -60,8 +60,8 @@ async def test_one_pretty_deterministic_file_per_entry_grouped_per_task(tmp_path
     assert path.relative_to(tmp_path / "llm").parts[:3] == ("pyai_caching", "v2", "cities")
     text = path.read_text()
     document = json.loads(text)
-    assert text == json.dumps(document, ensure_ascii=False, sort_keys=True, indent=2) + "\n"
-    assert document["key"] == result.cache_key
+    assert text == json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+    assert list(document) == ["key", "entry"] and document["key"] == result.cache_key
     assert oct(path.stat().st_mode & 0o777) == oct(0o644)
     assert len(text.splitlines()) > 20  # one value per line: reviewable
 
@@ -206,3 +206,46 @@ async def test_an_answer_whose_own_fields_are_named_like_ids_is_rewritten_when_i
     refreshed = await cached_agent_run(agent, "when?", "events", store=store, mode="refresh")
     replayed = await cached_agent_run(agent, "when?", "events", store=store, mode="replay")
     assert refreshed.output.timestamp == replayed.output.timestamp == "2025-06-30"
+
+
+async def test_a_replay_keeps_the_order_of_a_dict_output(tmp_path: Path) -> None:
+    def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name, {"response": {"zeta": 1, "alpha": 2, "mid": 3}})])
+
+    agent = Agent(FunctionModel(respond, model_name="m"), output_type=dict[str, int])
+    live = await cached_agent_run(agent, "scores", "t", store=FixtureStore(tmp_path / "llm"))
+    replayed = await cached_agent_run(agent, "scores", "t", store=FixtureStore(tmp_path / "llm"), mode="replay")
+    assert list(live.output) == list(replayed.output) == ["zeta", "alpha", "mid"]
+
+
+async def test_a_file_holding_another_key_is_not_served(tmp_path: Path) -> None:
+    store = FixtureStore(tmp_path / "llm")
+    await store.set("ns:v2:Support:abc", b'{"answer": 1}', None)
+    path = store.path_for("ns:v2:Support:abc")
+    other = store.path_for("ns:v2:support:abc")  # the same file on a case-insensitive file system
+    other.parent.mkdir(parents=True, exist_ok=True)
+    other.write_bytes(path.read_bytes())
+    assert await store.get("ns:v2:support:abc") is None
+    assert await store.get("ns:v2:Support:abc") == b'{"answer":1}'
+    assert await store.keys("") == ["ns:v2:Support:abc"]  # the copy is not where its key puts it
+
+
+async def test_keys_lists_long_task_names_and_not_a_nested_recordings_directory(tmp_path: Path) -> None:
+    outer, inner = FixtureStore(tmp_path / "llm" / "test_api"), FixtureStore(tmp_path / "llm" / "test_api" / "test_more")
+    long_task = "t" * 300
+    await outer.set(f"ns:v2:{long_task}:abc", b'{"a": 1}', None)
+    await outer.set("ns:v2:short:abc", b'{"a": 2}', None)
+    await inner.set("ns:v2:short:def", b'{"a": 3}', None)
+    assert await outer.keys("") == ["ns:v2:short:abc", f"ns:v2:{long_task}:abc"]
+    assert await inner.keys("") == ["ns:v2:short:def"]
+
+
+@pytest.mark.parametrize("part", ["con", "NUL", "aux.v1", "com1", "lpt9.txt", "summary."])
+async def test_file_names_are_safe_on_windows(tmp_path: Path, part: str) -> None:
+    store = FixtureStore(tmp_path / "llm")
+    key = f"ns:v2:{part}:abc"
+    await store.set(key, b'{"a": 1}', None)
+    path = store.path_for(key)
+    name = path.parent.name
+    assert name.split(".")[0].upper() not in {"CON", "NUL", "AUX", "COM1", "LPT9"} and not name.endswith(".")
+    assert await store.get(key) == b'{"a":1}' and await store.keys("") == [key]

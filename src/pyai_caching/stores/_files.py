@@ -52,13 +52,21 @@ def entry_keys(root: Path) -> Iterator[str]:
         yield ":".join("" if p == "%" else unquote(p) for p in (*parts[:-1], parts[-1][:-5]))
 
 
+_WINDOWS_DEVICES = frozenset({"CON", "PRN", "AUX", "NUL", *(f"{p}{i}" for p in ("COM", "LPT") for i in range(1, 10))})
+
+
 def component(part: str) -> str:
-    """One key part as a safe file name: percent-encoded, never empty, `.` or `..`, never too long."""
+    """One key part as a safe file name on every OS: percent-encoded, never empty, `.` or `..`, never a Windows
+    device name (`con`, `aux.v1`) nor ending in a dot, never too long."""
     encoded = quote(part, safe="")
     if not encoded:
         return "%"  # quote() never yields a bare "%", so this cannot collide
     if encoded.strip(".") == "":
         return encoded.replace(".", "%2E")
+    if encoded.split(".", 1)[0].upper() in _WINDOWS_DEVICES:
+        encoded = f"%{ord(encoded[0]):02X}{encoded[1:]}"
+    if encoded.endswith("."):
+        encoded = encoded[:-1] + "%2E"
     if len(encoded) > _MAX_COMPONENT:  # readable head + digest of the whole part; quote() never yields "%~"
         head = encoded[:120]
         cut = head.find("%", len(head) - 2)  # do not split a %XX escape

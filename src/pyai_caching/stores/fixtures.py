@@ -3,11 +3,12 @@
 Each entry is one file, `<root>/<namespace>/<key version>/<task>/<digest>.json` (mode 0644)::
 
     {
-      "entry": {...the entry, keys sorted...},
-      "key": "pyai_caching:v2:support:3f2a..."
+      "key": "pyai_caching:v2:support:3f2a...",
+      "entry": {...the entry...}
     }
 
-2-space indent, sorted keys, a trailing newline: a changed answer shows as a readable diff, and
+2-space indent, keys in a stable order (the order the entry was written in), a trailing newline:
+a changed answer shows as a readable diff, and
 an answer recorded again unchanged (equal but for timestamps and ids) leaves its file alone.
 Recordings never expire (TTLs are ignored; record again with mode `refresh`), and counters live
 in memory, so reading never changes anything under `root`: `git status` stays clean after a
@@ -28,7 +29,7 @@ from .._codec import same_answer
 from ..exceptions import ConfigurationError
 from ._base import Store
 from ._counters import CounterGroups
-from ._files import entry_keys, entry_path, off_loop, write_atomic
+from ._files import entry_path, off_loop, write_atomic
 
 __all__ = ("FixtureStore",)
 
@@ -60,7 +61,22 @@ class FixtureStore(Store):
         return await off_loop(self._delete, key)
 
     async def keys(self, prefix: str) -> list[str]:
-        return await off_loop(lambda: sorted(k for k in entry_keys(self.root) if k.startswith(prefix)))
+        """The keys recorded in the files under `root` (each file names its key; a file that is not where its key
+        puts it, such as a recordings directory nested inside this one, is not listed)."""
+        return await off_loop(lambda: sorted(k for k in self._recorded_keys() if k.startswith(prefix)))
+
+    def _recorded_keys(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        found = []
+        for path in self.root.rglob("*.json"):
+            try:
+                key = json.loads(path.read_bytes()).get("key")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(key, str) and self.path_for(key) == path:
+                found.append(key)
+        return found
 
     async def add_counters(self, name: str, counters: Mapping[str, float]) -> None:
         self._counters.add(name, counters)
@@ -79,13 +95,15 @@ class FixtureStore(Store):
             return raw
         if not isinstance(document, dict):
             return raw
+        if document.get("key", key) != key:  # another key mapped to this file (case-insensitive file system)
+            return None
         if "bytes" in document:
             return base64.b64decode(document["bytes"])
         return json.dumps(document.get("entry"), ensure_ascii=False, separators=(",", ":")).encode()
 
     def _write(self, key: str, value: bytes) -> bool:
         """Write the recording unless the file already records the same answer; True if the file changed."""
-        document: dict[str, Any] = {"key": key}
+        document: dict[str, Any] = {"key": key}  # first: what the file is
         try:
             entry = json.loads(value)
         except ValueError:
@@ -102,7 +120,9 @@ class FixtureStore(Store):
                     return False
                 if document.get("bytes") is not None and old.get("bytes") == document["bytes"]:
                     return False
-        text = json.dumps(document, ensure_ascii=False, sort_keys=True, indent=2) + "\n"
+        # in the order the entry was written (stable: PydanticAI's field order), not sorted: sorting would reorder
+        # the keys of a dict output, which a replay must hand back as the model gave them
+        text = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, text.encode(), _FILE_MODE)
         return True
