@@ -188,3 +188,57 @@ def test_a_bad_mode_in_the_environment_errors_the_tests_that_use_it(project: pyt
     result.assert_outcomes(passed=1, errors=2)
     result.stdout.fnmatch_lines(["*LLM_CACHE_MODE='playback' is not a cache mode*"])
     assert model_calls(tmp_path) == 0
+
+
+def test_prune_is_refused_after_a_run_with_skips_node_ids_or_mode_off(project: pytest.Pytester) -> None:
+    write_module(project, TWO_TESTS)
+    project.runpytest("--llm-cache-mode=read_write").assert_outcomes(passed=2)
+    skipping = TWO_TESTS.replace("def test_river(llm_cache):", "@pytest.mark.skip\ndef test_river(llm_cache):")
+    write_module(project, "import pytest\n" + skipping)
+    skipped = project.runpytest("--llm-cache-mode=replay", "--llm-cache-prune")
+    skipped.assert_outcomes(passed=1, skipped=1)
+    skipped.stdout.fnmatch_lines(["*1 unused; not pruned: not every test passed (tests/test_geo.py::test_river skipped)"])
+    write_module(project, TWO_TESTS)
+    by_id = project.runpytest("--llm-cache-mode=replay", "--llm-cache-prune", "tests/test_geo.py::test_capital")
+    by_id.stdout.fnmatch_lines(["*1 unused; not pruned: not every test ran (tests selected by node id)"])
+    off = project.runpytest("--llm-cache-mode=off", "--llm-cache-prune")
+    off.stdout.fnmatch_lines(["*2 unused; not pruned: mode off reads no recordings"])
+    assert len(recordings(project)) == 2
+
+
+def test_modules_get_separate_flat_directories_and_prune_keeps_each_ones(project: pytest.Pytester) -> None:
+    write_module(project, TWO_TESTS)
+    nested = project.path / "tests" / "test_geo"
+    nested.mkdir()
+    (nested / "test_more.py").write_text(
+        MODULE.replace("{tests}", 'async def test_sea(llm_cache):\n    await cached_agent_run(agent, "deepest sea?", "geo")\n')
+    )
+    project.runpytest("--llm-cache-mode=read_write").assert_outcomes(passed=3)
+    roots = sorted({p.relative_to(project.path / "tests" / "llm_cache").parts[0] for p in recordings(project)})
+    assert roots == ["test_geo", "test_geo.test_more"]
+    pruned = project.runpytest("--llm-cache-mode=replay", "--llm-cache-prune")
+    pruned.assert_outcomes(passed=3)
+    pruned.stdout.fnmatch_lines(["*0 recorded, 3 replayed, 0 missing, 0 unused"])
+    assert len(recordings(project)) == 3
+
+
+def test_parallel_workers_share_one_summary_and_prune_only_what_no_worker_read(project: pytest.Pytester, tmp_path: Path) -> None:
+    many = "".join(
+        f'\n\nasync def test_q{i}(llm_cache):\n    assert (await cached_agent_run(agent, "question {i}", "geo")).output\n'
+        for i in range(6)
+    )
+    write_module(project, many)
+    project.runpytest("-n", "2", "--llm-cache-mode=read_write").assert_outcomes(passed=6)
+    assert len(recordings(project)) == 6 and model_calls(tmp_path) == 6
+    write_module(project, many.split("\n\nasync def test_q5")[0])  # one question no longer asked
+    result = project.runpytest("-n", "2", "--llm-cache-mode=replay", "--llm-cache-prune")
+    result.assert_outcomes(passed=5)
+    result.stdout.fnmatch_lines(["llm cache (replay, tests/llm_cache): 0 recorded, 5 replayed, 0 missing, 1 unused; pruned 1"])
+    assert len(recordings(project)) == 5 and model_calls(tmp_path) == 6
+    project.runpytest("-n", "2", "--llm-cache-mode=replay").assert_outcomes(passed=5)
+
+
+def test_ci_false_does_not_mean_ci(project: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_module(project, TWO_TESTS)
+    monkeypatch.setenv("CI", "false")
+    project.runpytest().stdout.fnmatch_lines(["llm cache (read_write, *"])

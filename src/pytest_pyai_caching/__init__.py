@@ -64,22 +64,37 @@ class LLMCache:
 
 
 @dataclass
+class _Directory:
+    """What the tests of one module did with its recordings."""
+
+    replayed: set[str] = field(default_factory=set)
+    recorded: set[str] = field(default_factory=set)
+    missing: set[str] = field(default_factory=set)
+
+    def add(self, other: Any) -> None:
+        for name in ("replayed", "recorded", "missing"):
+            getattr(self, name).update(getattr(other, name) if not isinstance(other, dict) else other[name])
+
+
+@dataclass
 class _Session:
-    """What the tests using `llm_cache` did, per recording directory."""
+    """What the tests using `llm_cache` did, per recordings directory (merged from xdist workers)."""
 
     mode: str
     root: Path
-    scopes: dict[Path, list[Scope]] = field(default_factory=dict)
-    deselected: int = 0
+    directories: dict[Path, _Directory] = field(default_factory=dict)
+    incomplete: list[str] = field(default_factory=list)
+    """Why not every test ran to a pass (skips, failures, selections): then nothing is pruned."""
 
 
 _SESSION = pytest.StashKey["_Session"]()
+_WORKER_OUTPUT = "pyai_caching_llm_cache"
 
 
 def _mode(config: pytest.Config) -> str:
     mode = config.getoption("--llm-cache-mode") or os.environ.get("LLM_CACHE_MODE", "").strip().lower()
     if not mode:
-        return "replay" if os.environ.get("CI") else "read_write"
+        return "replay" if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no") else "read_write"
     if mode not in MODES:
         raise pytest.UsageError(f"LLM_CACHE_MODE={mode!r} is not a cache mode; expected one of {', '.join(MODES)}")
     return mode
@@ -97,12 +112,13 @@ def _session(config: pytest.Config) -> _Session:
 
 
 def _module_directory(session: _Session, config: pytest.Config, module_path: Path) -> Path:
-    """`<root>/<module path without .py>`, relative to the recordings' parent directory (`tests/`) when the module
-    is under it, else to the rootdir: `tests/unit/test_x.py` -> `tests/llm_cache/unit/test_x`."""
+    """`<root>/<dotted module path>`, relative to the recordings' parent directory (`tests/`) when the module is
+    under it, else to the rootdir: `tests/unit/test_x.py` -> `tests/llm_cache/unit.test_x`. Flat, so no module's
+    recordings directory is inside another's."""
     for base in (session.root.parent, config.rootpath):
         try:
             relative = module_path.with_suffix("").relative_to(base)
-            return session.root.joinpath(*relative.parts)
+            return session.root / ".".join(relative.parts)
         except ValueError:
             continue
     return session.root / module_path.stem
@@ -123,45 +139,85 @@ def llm_cache(request: pytest.FixtureRequest) -> Iterator[LLMCache]:
         f"recordings: {_shown(directory, request.config)}; to record it, run "
         f"pytest --llm-cache-mode=read_write {request.node.nodeid}"
     )
+    used = session.directories.setdefault(directory, _Directory())
     with scoped(store, session.mode, hint=hint) as scope, models.override_allow_model_requests(session.mode != "replay"):
-        session.scopes.setdefault(directory, []).append(scope)
-        yield LLMCache(store=store, mode=session.mode, directory=directory)
+        try:
+            yield LLMCache(store=store, mode=session.mode, directory=directory)
+        finally:
+            used.add(scope)
 
 
-def pytest_deselected(items: list[pytest.Item]) -> None:
-    if items:
-        config = items[0].config
-        config.stash.setdefault(_DESELECTED, []).append(len(items))
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_INCOMPLETE] = []
+    config.pluginmanager.register(_Outcomes(config.stash[_INCOMPLETE]), "pyai_caching_outcomes")
 
 
-_DESELECTED = pytest.StashKey[list[int]]()
+_INCOMPLETE = pytest.StashKey[list[str]]()
+"""Tests of this process that did not pass (skipped, failed, xfailed): a run with any is not pruned."""
+
+
+@dataclass
+class _Outcomes:
+    incomplete: list[str]
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.failed or report.skipped:
+            self.incomplete.append(f"{report.nodeid} {'xfailed' if hasattr(report, 'wasxfail') else report.outcome}")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller summarizes (and prunes) for everyone
+        state = config.stash.get(_SESSION, None)
+        config.workeroutput[_WORKER_OUTPUT] = {  # type: ignore[attr-defined]
+            "directories": {
+                str(d): {name: sorted(getattr(u, name)) for name in ("replayed", "recorded", "missing")}
+                for d, u in (state.directories.items() if state is not None else ())
+            },
+            "incomplete": list(config.stash.get(_INCOMPLETE, [])),
+        }
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """(xdist, on the controller) merge what a worker's tests did."""
+    output = getattr(node, "workeroutput", {}).get(_WORKER_OUTPUT)
+    if not output:
+        return
+    session = _session(node.config)
+    for directory, used in output["directories"].items():
+        session.directories.setdefault(Path(directory), _Directory()).add(used)
+    session.incomplete.extend(output["incomplete"])
+    if error:
+        session.incomplete.append(f"worker {getattr(node, 'gateway', node)} crashed")
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    session = config.stash.get(_SESSION, None)
-    if session is None or not session.scopes:  # no test used llm_cache
+    if hasattr(config, "workerinput"):
         return
-    from pyai_caching.stores._files import entry_keys, entry_path  # noqa: PLC0415
+    session = config.stash.get(_SESSION, None)
+    if session is None or not session.directories:  # no test used llm_cache
+        return
+    from pyai_caching.stores import FixtureStore  # noqa: PLC0415
+    from pyai_caching.stores._files import entry_path  # noqa: PLC0415
 
     replayed: set[str] = set()
     recorded: set[str] = set()
     missing: set[str] = set()
     unused: dict[Path, list[str]] = {}
-    for directory, scopes in session.scopes.items():
-        used = set()
-        for scope in scopes:
-            replayed |= scope.replayed
-            recorded |= scope.recorded
-            missing |= scope.missing
-            used |= scope.replayed | scope.recorded
-        unused[directory] = sorted(k for k in entry_keys(directory) if k not in used)
+    for directory, used in session.directories.items():
+        replayed |= used.replayed
+        recorded |= used.recorded
+        missing |= used.missing
+        keys = FixtureStore(directory)._recorded_keys()  # noqa: SLF001 - synchronous here, no event loop
+        unused[directory] = sorted(k for k in keys if k not in used.replayed | used.recorded)
     unused_count = sum(len(v) for v in unused.values())
     line = (
         f"llm cache ({session.mode}, {_shown(session.root, config)}): {len(recorded)} recorded, "
         f"{len(replayed - recorded)} replayed, {len(missing)} missing, {unused_count} unused"
     )
     if config.getoption("--llm-cache-prune") and unused_count:
-        reason = _why_not_prune(config, exitstatus)
+        reason = _why_not_prune(config, session, exitstatus)
         if reason is None:
             for directory, keys in unused.items():
                 for key in keys:
@@ -172,14 +228,28 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.write_line(line)
 
 
-def _why_not_prune(config: pytest.Config, exitstatus: int) -> str | None:
-    if exitstatus != 0:
-        return "the run did not pass"
+def _why_not_prune(config: pytest.Config, session: _Session, exitstatus: int) -> str | None:
+    """Why this run cannot tell which recordings are unused, or None: prune only after every test ran and passed."""
+    if session.mode == "off":
+        return "mode off reads no recordings"
+    incomplete = [*config.stash.get(_INCOMPLETE, []), *session.incomplete]
+    if exitstatus != 0 or incomplete:
+        return f"not every test passed ({incomplete[0]})" if incomplete else "the run did not pass"
     if config.stash.get(_DESELECTED, None) or config.getoption("keyword", None) or config.getoption("markexpr", None):
         return "not every test ran (-k, -m or deselection)"
-    if getattr(config.option, "lf", False) or getattr(config.option, "exitfirst", False):
-        return "not every test ran (--lf or -x)"
+    if any("::" in str(arg) for arg in config.args):
+        return "not every test ran (tests selected by node id)"
+    if any(getattr(config.option, name, False) for name in ("lf", "exitfirst", "stepwise", "stepwise_skip")):
+        return "not every test ran (--lf, -x or --sw)"
     return None
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    if items:
+        items[0].config.stash.setdefault(_DESELECTED, []).append(len(items))
+
+
+_DESELECTED = pytest.StashKey[list[int]]()
 
 
 def _shown(path: Path, config: pytest.Config) -> str:
