@@ -167,3 +167,41 @@ async def test_explanations_work_on_redis(redis_url: str) -> None:
     finally:
         await store.aclose()
 
+
+
+async def test_an_expired_or_drifted_recording_is_not_said_to_answer(tmp_path: Any) -> None:
+    from pydantic import BaseModel, field_validator
+    from pydantic_ai.messages import ToolCallPart
+
+    from pyai_caching import LocalStore
+
+    local = LocalStore(tmp_path / "cache")
+    await recorded(local, make_agent(), ttl=0.05)  # type: ignore[arg-type]
+    import asyncio
+
+    await asyncio.sleep(0.1)
+    expired = await explain(make_agent(), "q", "support", store=local)
+    assert expired.recorded and "past its TTL" in str(expired)
+    assert (await explain(make_agent(), "q", "support", store=local, mode="replay")).problem is None
+
+    class Price(BaseModel):
+        cents: int
+
+    def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name, {"cents": 250})])
+
+    store = MemoryStore()
+    await cached_agent_run(Agent(FunctionModel(respond, model_name="m"), output_type=Price), "p", "support", store=store)
+
+    class Price(BaseModel):  # type: ignore[no-redef] - same schema, a stricter validator since
+        cents: int
+
+        @field_validator("cents")
+        @classmethod
+        def big(cls, value: int) -> int:
+            if value < 500:
+                raise ValueError("too cheap")
+            return value
+
+    drifted = await explain(Agent(FunctionModel(respond, model_name="m"), output_type=Price), "p", "support", store=store)
+    assert drifted.recorded and "cannot be used: the output does not validate: output.cents: Value error, too cheap" in str(drifted)

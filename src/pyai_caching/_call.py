@@ -166,7 +166,7 @@ class RunCall:
 
     def _decode(self, data: bytes) -> CachedRun[Any]:
         """A stored entry as this caller's own run: validated for its output type, with its identity."""
-        entry = decode(data, self.output_type, context=self._validation_context())
+        entry = decode(data, self.output_type, context=self.validation_context())
         self._rebind(entry)
         return entry
 
@@ -195,7 +195,7 @@ class RunCall:
             entry.run._state.usage = caller_usage  # pyright: ignore[reportPrivateUsage]
             object.__setattr__(entry, "usage", own)  # (this caller's own copy) the event reports what was saved
 
-    def _validation_context(self) -> Any:
+    def validation_context(self) -> Any:
         """The agent's validation context, for the output's validators on a hit (a function of the run context
         cannot be evaluated without a run: hits then validate without it, and the entry was checked to read back)."""
         context = getattr(self.agent, "_validation_context", None)
@@ -206,7 +206,7 @@ class RunCall:
         entry = await self._call_model(cache, namespace)
         try:
             data: bytes | None = encode(entry, self.output_type, manifest=self.manifest())
-            if decode(data, self.output_type, context=self._validation_context()).run.output != entry.run.output:
+            if decode(data, self.output_type, context=self.validation_context()).run.output != entry.run.output:
                 data = None
                 warn_once(
                     f"the output of task {self.task_name!r} does not read back as the agent produced it (a validator "

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._codec import read_manifest
+from ._codec import DecodeError, read_manifest
 from .stores import Store
 
 __all__ = ("Explanation", "differences", "explain_key")
@@ -25,7 +25,7 @@ class Explanation:
     task_name: str
     key: str
     recorded: bool
-    """An entry is stored under `key`: the call would be answered from it."""
+    """An entry is stored under `key`: the call is answered from it, unless `problem` says otherwise."""
     nearest: str | None = None
     """Key of the recording of the same task that differs least, if any was found."""
     differences: tuple[str, ...] = ()
@@ -34,8 +34,12 @@ class Explanation:
     """Recordings of the task that were compared."""
     note: str | None = None
     """Why no comparison could be made (the store cannot list entries, none has a manifest)."""
+    problem: str | None = None
+    """Why the entry under `key` would not answer the call (past its TTL, no longer validates)."""
 
     def __str__(self) -> str:
+        if self.recorded and self.problem:
+            return f"task {self.task_name!r}: recorded under {self.key}, but {self.problem}"
         if self.recorded:
             return f"task {self.task_name!r}: recorded under {self.key}; this call is answered from it"
         head = f"task {self.task_name!r}: no recording for this call"
@@ -47,15 +51,25 @@ class Explanation:
         return "\n".join(lines)
 
 
-async def explain_key(store: Store, key: str, task_name: str, manifest: Mapping[str, Any] | None) -> Explanation:
-    """Compare `manifest` (the call's) with the manifests of the task's recordings in `store`.
+async def explain_key(
+    store: Store,
+    key: str,
+    task_name: str,
+    manifest: Mapping[str, Any] | None,
+    *,
+    decode: Callable[[bytes], object] | None = None,
+    replay: bool = False,
+) -> Explanation:
+    """Compare `manifest` (the call's) with the manifests of the task's recordings in `store`. An entry under `key`
+    itself is checked as the call would use it: past its TTL (unless `replay`), and read back with `decode`.
 
     Store failures become a note: explaining never raises for them.
     """
     prefix = key.rsplit(":", 1)[0] + ":"
     try:
-        if await store.get_including_expired(key) is not None:
-            return Explanation(task_name, key, recorded=True)
+        data = await store.get_including_expired(key)
+        if data is not None:
+            return Explanation(task_name, key, recorded=True, problem=await _problem(store, key, data, decode, replay))
         keys = (await store.keys(prefix))[:_MAX_COMPARED]
     except NotImplementedError:
         return Explanation(task_name, key, recorded=False, note=f"a {type(store).__name__} cannot list its recordings")
@@ -81,6 +95,19 @@ async def explain_key(store: Store, key: str, task_name: str, manifest: Mapping[
         note = f"none of its {len(keys)} recording(s) has a manifest" if keys else None
         return Explanation(task_name, key, recorded=False, note=note)
     return Explanation(task_name, key, recorded=False, nearest=best[1], differences=tuple(best[2]), compared=compared)
+
+
+async def _problem(
+    store: Store, key: str, data: bytes, decode: Callable[[bytes], object] | None, replay: bool
+) -> str | None:
+    if not replay and await store.get(key) is None:
+        return "it is past its TTL: replay answers from it, other modes call the model again"
+    if decode is not None:
+        try:
+            decode(data)
+        except DecodeError as exc:
+            return f"it cannot be used: {exc} (the model is called again; replay raises CacheDriftError)"
+    return None
 
 
 def differences(current: Mapping[str, Any], recorded: Mapping[str, Any]) -> list[str]:

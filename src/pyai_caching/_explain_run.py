@@ -10,6 +10,7 @@ from pydantic_ai.agent import AbstractAgent
 
 from . import _portal
 from ._arguments import backoff
+from ._codec import decode
 from ._config import resolve_namespace, resolve_store_spec
 from ._explain import Explanation, explain_key
 from ._keys import UnkeyableError
@@ -36,23 +37,25 @@ async def explain(
     """Whether `cached_agent_run` with the same arguments would find a recording, and if not, what differs from
     the nearest recording of the same task (`str()` of the result says it in words). Never calls the model.
 
-    Arguments that do not change the key (`ttl`, `max_wait`, `expense_recorder`, `mode`, ...) are accepted and
-    ignored, so a call can be explained by adding one word in front of it.
+    Arguments that do not change the key (`ttl`, `max_wait`, `expense_recorder`, ...) are accepted and ignored,
+    so a call can be explained by adding one word in front of it; `mode` says whether an entry past its TTL
+    still answers (in `replay`).
 
     Raises:
         ConfigurationError | ValueError | TypeError: as `cached_agent_run` for the same arguments.
     """
-    for ignored in ("ttl", "max_wait", "initial_wait", "expense_recorder", "custom_costs", "mode"):
+    for ignored in ("ttl", "max_wait", "initial_wait", "expense_recorder", "custom_costs"):
         agent_run_kwargs.pop(ignored, None)
+    mode = agent_run_kwargs.pop("mode", None)
     scope = active_scope()
     if scope is not None:
-        store = scope.store
+        store, mode = scope.store, mode if mode is not None else scope.mode
     call = RunCall.prepare(
         None,
         agent,
         prompt,
         task_name,
-        mode=None,
+        mode=mode,
         message_history=message_history,
         ttl=None,
         backoff=backoff(1.0, 30.0),
@@ -68,7 +71,14 @@ async def explain(
     except UnkeyableError as exc:
         return Explanation(task_name, "", recorded=False, note=f"this call cannot be cached, it runs without the cache: {exc}")
     cache = (await loop_state()).cache_for(spec, store)
-    return await explain_key(cache.guarded.store, key, task_name, call.manifest())
+    return await explain_key(
+        cache.guarded.store,
+        key,
+        task_name,
+        call.manifest(),
+        decode=lambda data: decode(data, call.output_type, context=call.validation_context()),
+        replay=call.mode == "replay",
+    )
 
 
 def explain_sync(
