@@ -4,7 +4,11 @@
 `agent.run_sync` that answer repeated runs from Redis (or an embedded local store).
 """
 
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
+
 from . import costs, recorders, stats
+from ._clearing import clear_cache, clear_cache_async, clear_entry, clear_entry_sync
 from ._copying import copy_entries, copy_entries_sync
 from ._explain import Explanation
 from ._explain_run import explain, explain_sync
@@ -18,7 +22,13 @@ from .recorders import ExpenseCallback, ExpenseEvent, ExpenseRecorder
 from .stats import StatsReport, TaskStats
 from .stores import FixtureStore, LocalStore, MemoryStore, RedisStore, Store
 
+try:
+    __version__ = _version("pyai-caching")
+except _PackageNotFoundError:  # pragma: no cover - run from a source tree that was never installed
+    __version__ = "0.0.0"
+
 __all__ = (
+    "__version__",
     "cached_agent_run",
     "cached_agent_run_sync",
     "CacheMode",
@@ -26,6 +36,10 @@ __all__ = (
     "get_stats",
     "get_stats_sync",
     "flush",
+    "clear_cache",
+    "clear_cache_async",
+    "clear_entry",
+    "clear_entry_sync",
     "copy_entries",
     "copy_entries_sync",
     "explain",

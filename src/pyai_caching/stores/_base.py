@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 __all__ = ("Store",)
 
@@ -31,6 +31,10 @@ class Store(ABC):
     @abstractmethod
     async def delete(self, key: str) -> bool:
         """Remove `key`; `True` if it existed."""
+
+    async def delete_many(self, keys: Sequence[str]) -> int:
+        """Remove each of `keys`; how many existed. Default: `delete` one by one."""
+        return sum([await self.delete(key) for key in keys])
 
     async def get_including_expired(self, key: str) -> bytes | None:
         """The bytes under `key` even past their TTL, where the backend still holds them (`replay` mode: a
