@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from . import _singleflight as singleflight
 from ._codec import DecodeError
 from ._config import CacheMode
 from ._registry import Cache
@@ -34,6 +35,8 @@ class Produced(Generic[E]):
 
     value: E
     data: bytes | None
+    found: bool = False
+    """Made by another process (read from the store after waiting for it): a hit, nothing was paid."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +86,7 @@ async def fetch(
         Missing: in `replay` mode, when there is no entry to answer with.
     """
     errors = 0
+    data: bytes | None = None
     flight: _Flight[E] | None = flights.get(key)
     if flight is None and mode != "refresh":
         replay = mode == "replay"
@@ -101,9 +105,14 @@ async def fetch(
             raise Missing(key, store_failed=bool(failed))
     if flight is not None:
         return await _follow(flight, decode, copy, produce, errors)
-    flight = _Flight.start(flights, key, lambda f: _fly(f, cache, key, ttl, produce, orphaned))
+    shared = mode != "refresh"  # a refresh makes its own answer, whatever another process stored
+    unreadable = data  # what the store held, if anything, did not decode: not an answer to wait for
+    flight = _Flight.start(
+        flights, key, lambda f: _fly(f, cache, key, ttl, produce, orphaned, decode, shared, unreadable)
+    )
     produced, stored = await flight.answer  # only the leader awaits it: cancelling it cancels no one else
-    return Outcome(produced.value, hit=False, errors=errors + (produced.data is not None and not stored))
+    failed_write = produced.data is not None and not stored
+    return Outcome(produced.value, hit=produced.found, errors=errors + failed_write)
 
 
 async def _follow(
@@ -135,14 +144,50 @@ async def _fly(
     ttl: float | None,
     produce: Callable[[], Awaitable[Produced[E]]],
     orphaned: Callable[[E], Awaitable[None]],
+    decode: Callable[[bytes], E],
+    shared: bool,
+    unreadable: bytes | None,
 ) -> None:
-    """Produce, store, then answer. A cancellation after the answer exists is held until it is stored and
-    answered: a paid response is always kept."""
+    """Claim the key across processes (or take what another process stored meanwhile), produce, store, then
+    answer. A cancellation after the answer exists is held until it is stored and answered: a paid response is
+    always kept."""
     try:
-        produced = await produce()
+        lifetime = singleflight.claim_ttl(cache.guarded)
+        claimed = (
+            await singleflight.claim(cache.guarded, key, lifetime, ignore=unreadable) if shared else singleflight.Claim()
+        )
+        if claimed.found is not None:
+            try:
+                flight.settle(Produced(decode(claimed.found), claimed.found, found=True), True)
+                return
+            except DecodeError as exc:
+                logger.warning("unreadable cache entry %s (calling the model and overwriting it): %s", key, exc)
+        async with singleflight.holding(cache.guarded, key, claimed.token, lifetime):
+            produced, stored, cancelled = await _produce_and_store(cache, key, ttl, produce)
     except BaseException as exc:
         flight.fail(exc)
         raise
+    leader_gone = flight.answer.done()  # cancelled by its caller while the model was working
+    if produced.data is None:  # followers copy from a copy made before the leader can touch its answer
+        try:
+            flight.template = _copy_module.deepcopy(produced.value)
+        except Exception:  # noqa: BLE001 - nothing to copy it with: followers make their own
+            flight.template = None
+    flight.settle(produced, stored)
+    if leader_gone and not produced.found:
+        try:
+            await orphaned(produced.value)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+
+
+async def _produce_and_store(
+    cache: Cache, key: str, ttl: float | None, produce: Callable[[], Awaitable[Produced[E]]]
+) -> tuple[Produced[E], bool, bool]:
+    """The produced answer, whether it was stored, and whether a cancellation arrived while storing it."""
+    produced = await produce()
     cancelled = False
     stored = False
     if produced.data is not None:
@@ -151,20 +196,7 @@ async def _fly(
         except asyncio.CancelledError:
             cancelled = True
             stored = await cache.guarded.set(key, produced.data, ttl)
-    leader_gone = flight.answer.done()  # cancelled by its caller while the model was working
-    if produced.data is None:  # followers copy from a copy made before the leader can touch its answer
-        try:
-            flight.template = _copy_module.deepcopy(produced.value)
-        except Exception:  # noqa: BLE001 - nothing to copy it with: followers make their own
-            flight.template = None
-    flight.settle(produced, stored)
-    if leader_gone:
-        try:
-            await orphaned(produced.value)
-        except asyncio.CancelledError:
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
+    return produced, stored, cancelled
 
 
 @dataclass(eq=False)

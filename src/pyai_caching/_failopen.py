@@ -81,7 +81,7 @@ class FailOpen:
     def __post_init__(self) -> None:
         clock = lambda: self.clock()  # noqa: E731 - read at each use: the clock can be replaced (tests)
         self._all = _Breaker("", clock, self.cooldown)
-        self._kinds = {kind: _Breaker(kind, clock, self.cooldown) for kind in ("reads", "writes", "counters")}
+        self._kinds = {kind: _Breaker(kind, clock, self.cooldown) for kind in ("reads", "writes", "counters", "claims")}
 
     @property
     def available(self) -> bool:
@@ -102,10 +102,31 @@ class FailOpen:
         """True if the entry was stored."""
         return await self._call("writes", lambda: _true(self.store.set(key, value, ttl)), False)
 
+    async def claim(self, key: str, ttl: float) -> tuple[str | None, bool]:
+        """A claim token (or None: another process holds it), and whether cross-process claims are in use at all
+        (False: the store has none, or failed; the caller then makes the entry itself)."""
+        try:
+            token = await self._call("claims", lambda: self.store.claim(key, ttl), _FAILED, passthrough=NotImplementedError)
+        except NotImplementedError:
+            return None, False
+        return (None, False) if token is _FAILED else (token, True)  # type: ignore[return-value]
+
+    async def renew_claim(self, key: str, token: str, ttl: float) -> bool:
+        return await self._call("claims", lambda: self.store.renew_claim(key, token, ttl), False)
+
+    async def release_claim(self, key: str, token: str) -> None:
+        await self._call("claims", lambda: self.store.release_claim(key, token), None)
+
+    async def wait_for_claim(self, key: str, timeout: float) -> bool:
+        """False if waiting failed (the caller stops waiting and makes the entry itself)."""
+        return await self._call("claims", lambda: _true(self.store.wait_for_claim(key, timeout)), False)
+
     async def add_counters(self, name: str, counters: Mapping[str, float]) -> bool:
         return await self._call("counters", lambda: _true(self.store.add_counters(name, counters)), False)
 
-    async def _call(self, kind: str, op: Callable[[], Awaitable[T]], fallback: T) -> T:
+    async def _call(
+        self, kind: str, op: Callable[[], Awaitable[T]], fallback: T, *, passthrough: type[Exception] | None = None
+    ) -> T:
         own = self._kinds[kind]
         if not (self._all.available and own.available):
             self.errors += 1
@@ -114,8 +135,11 @@ class FailOpen:
         try:
             result = await op()
         except Exception as exc:  # noqa: BLE001 - any store failure (custom stores too) fails open
+            if passthrough is not None and isinstance(exc, passthrough):
+                raise
             self.errors += 1
-            (own if isinstance(exc, CacheError) and exc.refused else self._all).failed(exc)
+            # claims are an optimization: their failures switch only claims off, never reads or writes
+            (own if kind == "claims" or (isinstance(exc, CacheError) and exc.refused) else self._all).failed(exc)
             return fallback
         self._all.succeeded(started)
         own.succeeded(started)

@@ -36,6 +36,28 @@ class Store(ABC):
         """Remove each of `keys`; how many existed. Default: `delete` one by one."""
         return sum([await self.delete(key) for key in keys])
 
+    # -- cross-process single-flight (optional: a store without it lets each process make its own misses)
+
+    async def claim(self, key: str, ttl: float) -> str | None:
+        """Try to become the one caller, across processes, making the entry `key`: a token if this caller holds
+        the claim now (it expires after `ttl` seconds unless renewed), None if another holds it.
+
+        Raises:
+            NotImplementedError: the store has no cross-process claims (the default).
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no cross-process claims")
+
+    async def renew_claim(self, key: str, token: str, ttl: float) -> bool:
+        """Extend a claim this caller holds by `ttl` seconds; False if it was lost (expired, taken over)."""
+        return True
+
+    async def release_claim(self, key: str, token: str) -> None:
+        """Give up a claim this caller holds (after storing the entry, or failing to), waking its waiters."""
+
+    async def wait_for_claim(self, key: str, timeout: float) -> None:
+        """Return when the claim on `key` may have been released (or at once if none is held), at the latest
+        after `timeout` seconds. The caller then reads the entry, or claims the key itself."""
+
     async def get_including_expired(self, key: str) -> bytes | None:
         """The bytes under `key` even past their TTL, where the backend still holds them (`replay` mode: a
         recording does not expire). Never removes anything. Default: `get`."""

@@ -9,8 +9,12 @@ Writes go to a temporary file and are renamed into place, so readers never see h
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import hashlib
 import json
+import os
+import secrets
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -45,7 +49,11 @@ class LocalStore(Store):
     """Entries as files under `root` (created on first write). Safe across processes on one machine."""
 
     root: Path
+    claim_poll: float = 0.05
+    """Seconds between looks at a claim held by another process (file locks wake no one)."""
     _lock_path: Path = field(init=False, repr=False)
+    _claims: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    """Open lock files of the claims this store holds, by token."""
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).expanduser()
@@ -79,6 +87,38 @@ class LocalStore(Store):
 
     async def get_counters(self, prefix: str) -> dict[str, dict[str, float]]:
         return await off_loop(self._get_counters, prefix)
+
+    # -- claims: an exclusive `flock` on `<root>/_counters/.claims/<sha256 of key>`, held while the entry is made;
+    # the OS releases it if the process dies, so a crashed holder's miss is taken over at once
+
+    async def claim(self, key: str, ttl: float) -> str | None:
+        if fcntl is None:  # pragma: no cover - Windows
+            raise NotImplementedError("LocalStore claims need POSIX file locks")
+        return await off_loop(self._claim, key)
+
+    async def release_claim(self, key: str, token: str) -> None:
+        fd = self._claims.pop(token, None)
+        if fd is not None:
+            os.close(fd)  # closing the file releases its lock
+
+    async def wait_for_claim(self, key: str, timeout: float) -> None:
+        await asyncio.sleep(min(self.claim_poll, timeout))
+
+    def _claim(self, key: str) -> str | None:
+        path = self.root / COUNTERS_DIR / ".claims" / hashlib.sha256(key.encode()).hexdigest()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        token = secrets.token_hex(16)
+        self._claims[token] = fd
+        return token
 
     def _get(self, key: str) -> bytes | None:
         path = self.path_for(key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,9 @@ class RedisStore(Store):
     owns_client: bool = False
     pool_timeout: float = 0.25
     """Seconds a command waits for a free pooled connection when all are busy (a burst of runs)."""
+    claim_ttl: float = 15.0
+    """Seconds a claim lives without renewal (renewed every third of it while the model works): how long the
+    miss of a crashed holder waits before another process takes it over."""
     _closed: bool = dataclasses.field(default=False, init=False, repr=False)
 
     @classmethod
@@ -50,6 +54,7 @@ class RedisStore(Store):
         *,
         timeout: float = 0.25,
         max_connections: int = 256,
+        claim_ttl: float = 15.0,
         **client_kwargs: Any,
     ) -> RedisStore:
         """A store owning a new client for `url` (`redis://`, `rediss://` or `unix://`).
@@ -81,7 +86,7 @@ class RedisStore(Store):
             client = Redis.from_url(url, **options)
         except (ValueError, TypeError) as exc:
             raise ConfigurationError(f"malformed Redis URL {url!r}: {exc}") from exc
-        return cls(client=client, owns_client=True, pool_timeout=timeout)
+        return cls(client=client, owns_client=True, pool_timeout=timeout, claim_ttl=claim_ttl)
 
     async def get(self, key: str) -> bytes | None:
         return await self._call("GET", lambda: self.client.get(key))  # type: ignore[arg-type,return-value]
@@ -116,6 +121,43 @@ class RedisStore(Store):
             return sorted([k.decode() async for k in self.client.scan_iter(match=match, count=1000, _type="string")])
 
         return await self._call("SCAN", scan)
+
+    # -- claims: `SET <ns>:lock:<rest of key> <token> NX PX`, renewed and released only by their token (Lua),
+    # waiters woken by a `PUBLISH` on the lock's name when it is released
+
+    async def claim(self, key: str, ttl: float) -> str | None:
+        token = secrets.token_hex(16)
+        ms = max(1, int(ttl * 1000))
+        acquired = await self._call("SET NX", lambda: self.client.set(_lock_name(key), token, nx=True, px=ms))
+        return token if acquired else None
+
+    async def renew_claim(self, key: str, token: str, ttl: float) -> bool:
+        ms = max(1, int(ttl * 1000))
+        return bool(await self._call("EVAL", lambda: self.client.eval(_RENEW, 1, _lock_name(key), token, ms)))
+
+    async def release_claim(self, key: str, token: str) -> None:
+        await self._call("EVAL", lambda: self.client.eval(_RELEASE, 1, _lock_name(key), token))
+
+    async def wait_for_claim(self, key: str, timeout: float) -> None:
+        """Subscribes to the lock's channel, then checks it still exists (so a release in between is not missed)."""
+        name = _lock_name(key)
+
+        async def wait() -> None:
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(name)
+                if not await self.client.exists(name):
+                    return
+                deadline = time.monotonic() + timeout
+                while (left := deadline - time.monotonic()) > 0:
+                    if await pubsub.get_message(timeout=min(left, 1.0)) is not None:
+                        return
+                    if not await self.client.exists(name):  # expired: its holder is gone
+                        return
+            finally:
+                await pubsub.aclose()
+
+        await self._call("SUBSCRIBE", wait)
 
     async def add_counters(self, name: str, counters: Mapping[str, float]) -> None:
         async def update() -> None:
@@ -167,6 +209,19 @@ class RedisStore(Store):
                 raise CacheError(f"Redis {what} failed: {exc!r}", refused=refused) from exc
             except _STORE_ERRORS as exc:
                 raise CacheError(f"Redis {what} failed: {exc!r}") from exc
+
+
+_RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+_RELEASE = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) "
+    "redis.call('publish', KEYS[1], 'released') return 1 end return 0"
+)
+
+
+def _lock_name(key: str) -> str:
+    """`<ns>:lock:<rest>`: outside the entries' prefix (`<ns>:v2:`), so listing entries never sees it."""
+    namespace, _, rest = key.partition(":")
+    return f"{namespace}:lock:{rest}"
 
 
 def _glob_escape(text: str) -> str:

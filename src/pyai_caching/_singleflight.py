@@ -1,0 +1,86 @@
+"""Single-flight across processes: one caller, in any process sharing the store, makes a missing entry.
+
+The in-process flights of `_engine` collapse concurrent misses within one event loop; this collapses
+the leaders of several processes. The first one claims the key in the store (Redis: a lock with a
+random token and an expiry, renewed while the model works; the local store: a file lock) and makes
+the entry; the others wait for the claim to be released (Redis: a pub/sub message, no busy polling)
+and read the entry. A holder that dies stops renewing, its claim expires, and a waiter takes over.
+Every claim error fails open: the caller then makes the entry itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from ._failopen import FailOpen
+
+__all__ = ("CLAIM_TTL", "Claim", "claim", "claim_ttl", "holding")
+
+logger = logging.getLogger("pyai_caching")
+
+CLAIM_TTL = 15.0
+"""Seconds a claim lives without renewal, unless the store says otherwise (`claim_ttl`); renewed every third of
+it while the entry is being made."""
+
+
+def claim_ttl(guarded: FailOpen) -> float:
+    return float(getattr(guarded.store, "claim_ttl", CLAIM_TTL))
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What `claim` got: the right to make the entry (`token`; None when the store has no claims or they failed:
+    make it anyway), or the entry another process made meanwhile (`found`)."""
+
+    token: str | None = None
+    found: bytes | None = None
+
+
+async def claim(guarded: FailOpen, key: str, ttl: float, *, ignore: bytes | None = None) -> Claim:
+    """Claim `key` across processes, or wait for whoever holds it and return what it stored (other than `ignore`:
+    bytes already found unreadable)."""
+    while True:
+        token, supported = await guarded.claim(key, ttl)
+        if not supported:
+            return Claim()
+        if token is not None:
+            # the entry may have been stored (and the claim released) between our read and our claim
+            data, _ = await guarded.get(key)
+            if data is None or data == ignore:
+                return Claim(token=token)
+            await guarded.release_claim(key, token)
+            return Claim(found=data)
+        if not await guarded.wait_for_claim(key, ttl):
+            return Claim()
+        data, _ = await guarded.get(key)
+        if data is not None and data != ignore:
+            return Claim(found=data)
+        # released (or expired) without an entry: its holder failed or died; claim it ourselves
+
+
+@contextlib.asynccontextmanager
+async def holding(guarded: FailOpen, key: str, token: str | None, ttl: float) -> AsyncIterator[None]:
+    """Keep a claim alive while the block makes and stores the entry, then release it (waking the waiters)."""
+    if token is None:
+        yield
+        return
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(ttl / 3)
+            if not await guarded.renew_claim(key, token, ttl):
+                logger.warning("lost the claim on %s while making it: another process may make it too", key)
+                return
+
+    renewing = asyncio.get_running_loop().create_task(renew())
+    try:
+        yield
+    finally:
+        renewing.cancel()
+        with contextlib.suppress(BaseException):
+            await renewing
+        await asyncio.shield(guarded.release_claim(key, token))
