@@ -2,7 +2,7 @@
 
 Usage: python singleflight_scenario.py STORE CALLS_FILE START_AT PROMPTS CALLERS DELAY [CLAIM_TTL]
 STORE is `redis://...` or a directory. Each model call appends a line to CALLS_FILE; the process prints one JSON line
-{"outputs": [...], "cached": n}. Calls start at the Unix time START_AT, so every process starts together.
+{"outputs": [...], "cached": n, "started": t0, "finished": t1}. Calls start at the Unix time START_AT, so every process starts together.
 """
 
 from __future__ import annotations
@@ -42,11 +42,14 @@ def main() -> None:
             else LocalStore(store_spec)
         )
         await asyncio.sleep(max(0.0, float(start_at) - time.time()))
+        started = time.time()
         results = await asyncio.gather(
             *(cached_agent_run(agent, f"prompt {i % int(prompts)}", "stampede", store=store) for i in range(int(callers)))
         )
+        finished = time.time()
         await store.aclose()
-        print(json.dumps({"outputs": [r.output for r in results], "cached": sum(r.cached for r in results)}), flush=True)
+        summary = {"outputs": [r.output for r in results], "cached": sum(r.cached for r in results)}
+        print(json.dumps({**summary, "started": started, "finished": finished}), flush=True)
 
     asyncio.run(run())
 
