@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic_ai import usage as _usage
 
+from . import _telemetry as telemetry
 from ._attempts import Attempts
 from ._codec import CachedRun
 from ._engine import Missing
@@ -34,6 +35,7 @@ def count_failure(call: _Call, cache: Cache, namespace: str, attempts: Attempts)
         custom_costs=call.custom_costs,
     )
     cache.stats.add(stats_group(namespace, call.task_name), {"cost_spent": cost or 0.0, "failed": 1})
+    telemetry.count(call.task_name, "error", spent=cost or 0.0, saved=0.0, errors=0)
     return model, cost
 
 
@@ -89,6 +91,10 @@ async def account(
     )
     counters["errors"] = errors
     cache.stats.add(stats_group(namespace, call.task_name), counters)
+    status = "hit" if hit else "bypass" if uncached else "miss"
+    saved = (entry.cost or 0.0) if hit else 0.0
+    telemetry.annotate(status=status, key=key, created=entry.created, cost=result.cost, saved=saved, errors=errors)
+    telemetry.count(call.task_name, status, spent=0.0 if hit else entry.cost or 0.0, saved=saved, errors=errors)
     if call.scope is not None and key is not None:
         (call.scope.replayed if hit else call.scope.recorded).add(key)
     if call.recorder is not None:

@@ -18,6 +18,7 @@ from pydantic_ai import messages as _messages
 from pydantic_ai import usage as _usage
 from pydantic_ai.agent import AbstractAgent
 
+from . import _telemetry as telemetry
 from ._accounting import account, account_failure, count_failure, missing_error
 from ._arguments import check_costs_and_recorder, check_prompt, check_run_kwargs, is_empty
 from ._attempts import Attempts, RequestRetries, has_model_fallback
@@ -105,6 +106,11 @@ class RunCall:
         )
 
     async def execute(self, state: LoopState, cache: Cache, namespace: str) -> CachedAgentRunResult[Any]:
+        """Run the call: from the cache or the model, as its mode says; in an OpenTelemetry span when tracing."""
+        with telemetry.run_span(self.task_name, self.mode, cache.guarded.store):
+            return await self._execute(state, cache, namespace)
+
+    async def _execute(self, state: LoopState, cache: Cache, namespace: str) -> CachedAgentRunResult[Any]:
         started = time.perf_counter()
         if self.mode == "off":
             return await self._uncached(cache, namespace, None, started)
@@ -135,6 +141,7 @@ class RunCall:
                 orphaned=orphaned,
             )
         except Missing as missing:
+            telemetry.count(self.task_name, "replay_miss", spent=0.0, saved=0.0, errors=int(missing.store_failed))
             if self.scope is not None:
                 self.scope.missing.add(key)
             cache.stats.add(stats_group(namespace, self.task_name), {"misses": 1, "errors": int(missing.store_failed)})
