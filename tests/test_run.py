@@ -226,7 +226,7 @@ async def test_missing_configuration_names_the_env_var(agent: Agent[None, Profil
     assert model.calls == 0
 
 
-@pytest.mark.parametrize("url", ["http://localhost:6379", "localhost:6379", "redis+sentinel://h:26379/m"])
+@pytest.mark.parametrize("url", ["http://localhost:6379", "localhost:6379", "redis+replica://h:26379/m"])
 async def test_non_redis_url_is_a_configuration_error(agent: Agent[None, Profile], model: CountingModel, url: str) -> None:
     with pytest.raises(ConfigurationError, match="redis://"):
         await cached_agent_run(agent, "q", "t", redis_url=url)

@@ -76,7 +76,8 @@ def resolve_store_spec(redis_url: str | None) -> StoreSpec:
         if not isinstance(url, str) or not url.startswith(REDIS_SCHEMES):
             source = "redis_url" if redis_url is not None else ENV_REDIS_URL
             raise ConfigurationError(
-                f"{source}={url!r} is not a Redis URL; expected redis://, rediss:// or unix://. "
+                f"{source}={url!r} is not a Redis URL; expected redis://, rediss://, unix://, redis+sentinel:// "
+                "or redis+cluster://. "
                 f"To configure the cache, {_HOW_TO_CONFIGURE}"
             )
         return StoreSpec("redis", url)

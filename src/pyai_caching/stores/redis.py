@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import redis.exceptions
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -19,10 +20,10 @@ from redis.exceptions import RedisError
 
 from ..exceptions import CacheError, ConfigurationError
 from ._base import Store
+from ._redis_urls import REDIS_SCHEMES, client_for_url
 
 __all__ = ("RedisStore", "REDIS_SCHEMES")
 
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 _STORE_ERRORS = (RedisError, OSError, TimeoutError)
 _POOL_EXHAUSTED: tuple[type[Exception], ...] = tuple(
@@ -38,7 +39,7 @@ class RedisStore(Store):
     Pass a client you own, or build one with `from_url` (the store then owns and closes it).
     """
 
-    client: Redis
+    client: Redis | RedisCluster
     owns_client: bool = False
     pool_timeout: float = 0.25
     """Seconds a command waits for a free pooled connection when all are busy (a burst of runs)."""
@@ -57,7 +58,9 @@ class RedisStore(Store):
         claim_ttl: float = 15.0,
         **client_kwargs: Any,
     ) -> RedisStore:
-        """A store owning a new client for `url` (`redis://`, `rediss://` or `unix://`).
+        """A store owning a new client for `url`: `redis://`, `rediss://` (TLS), `unix://`, a Sentinel-monitored
+        master (`redis+sentinel://host:port[,host:port...]/service_name/db`) or a Cluster
+        (`redis+cluster://host:port[,host:port...]`).
 
         `timeout` bounds connecting and every command, so an unreachable or stalled Redis costs a
         run at most that long. Only a dropped connection is retried (once, at once); otherwise the
@@ -67,25 +70,17 @@ class RedisStore(Store):
         Raises:
             ConfigurationError: `url` is not a supported Redis URL.
         """
-        if not isinstance(url, str) or not url.startswith(REDIS_SCHEMES):
-            raise ConfigurationError(
-                f"unsupported Redis URL {url!r}: expected redis://host:port/db, rediss://host:port/db "
-                "(TLS) or unix:///path/to/redis.sock?db=0"
-            )
         options: dict[str, Any] = {
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
-            # One immediate retry on a dropped connection only (server restart, idle timeout, CLIENT KILL):
-            # the pool hands out a dead socket once, and without it that costs a breaker cooldown.
+            # One immediate retry on a dropped connection only (server restart, idle timeout, CLIENT KILL, a
+            # failover): the pool hands out a dead socket once, and without it that costs a breaker cooldown.
             # Timeouts are not retried, so a stalled server still costs one `timeout`.
             "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             "max_connections": max_connections,
             **client_kwargs,
         }
-        try:
-            client = Redis.from_url(url, **options)
-        except (ValueError, TypeError) as exc:
-            raise ConfigurationError(f"malformed Redis URL {url!r}: {exc}") from exc
+        client = client_for_url(url, options)
         return cls(client=client, owns_client=True, pool_timeout=timeout, claim_ttl=claim_ttl)
 
     async def get(self, key: str) -> bytes | None:
@@ -161,7 +156,8 @@ class RedisStore(Store):
 
     async def add_counters(self, name: str, counters: Mapping[str, float]) -> None:
         async def update() -> None:
-            async with self.client.pipeline(transaction=True) as pipe:
+            # one key: atomic as a transaction on one server; a Cluster pipeline takes one key's commands as they are
+            async with self.client.pipeline(transaction=not isinstance(self.client, RedisCluster)) as pipe:
                 for field, value in counters.items():
                     pipe.hincrbyfloat(name, field, value)
                 await pipe.execute()
