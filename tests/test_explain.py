@@ -182,6 +182,7 @@ async def test_an_expired_or_drifted_recording_is_not_said_to_answer(tmp_path: A
     await asyncio.sleep(0.1)
     expired = await explain(make_agent(), "q", "support", store=local)
     assert expired.recorded and "past its TTL" in str(expired)
+    assert len(await local.keys("")) == 1  # explaining removed nothing
     assert (await explain(make_agent(), "q", "support", store=local, mode="replay")).problem is None
 
     class Price(BaseModel):

@@ -100,7 +100,7 @@ async def explain_key(
 async def _problem(
     store: Store, key: str, data: bytes, decode: Callable[[bytes], object] | None, replay: bool
 ) -> str | None:
-    if not replay and await store.get(key) is None:
+    if not replay and await store.is_expired(key):
         return "it is past its TTL: replay answers from it, other modes call the model again"
     if decode is not None:
         try:

@@ -58,6 +58,11 @@ class Store(ABC):
         """Return when the claim on `key` may have been released (or at once if none is held), at the latest
         after `timeout` seconds. The caller then reads the entry, or claims the key itself."""
 
+    async def is_expired(self, key: str) -> bool:
+        """Whether the entry under `key` (which `get_including_expired` returns) is past its TTL; never removes it.
+        Default: `get` returns nothing for it."""
+        return await self.get(key) is None
+
     async def get_including_expired(self, key: str) -> bytes | None:
         """The bytes under `key` even past their TTL, where the backend still holds them (`replay` mode: a
         recording does not expire). Never removes anything. Default: `get`."""

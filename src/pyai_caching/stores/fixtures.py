@@ -60,6 +60,9 @@ class FixtureStore(Store):
     async def delete(self, key: str) -> bool:
         return await off_loop(self._delete, key)
 
+    async def is_expired(self, key: str) -> bool:
+        return False  # recordings never expire
+
     async def keys(self, prefix: str) -> list[str]:
         """The keys recorded in the files under `root` (each file names its key; a file that is not where its key
         puts it, such as a recordings directory nested inside this one, is not listed)."""

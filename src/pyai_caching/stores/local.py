@@ -71,6 +71,15 @@ class LocalStore(Store):
     async def get_including_expired(self, key: str) -> bytes | None:
         return await off_loop(self._get_any, key)
 
+    async def is_expired(self, key: str) -> bool:
+        def read() -> bool:
+            try:
+                return _parse_entry(self.path_for(key).read_bytes())[0] == "expired"
+            except FileNotFoundError:
+                return False
+
+        return await off_loop(read)
+
     async def keys(self, prefix: str) -> list[str]:
         """Entry keys under `prefix` (an entry whose key had a part longer than 200 characters is not listed: its
         file name holds a digest of that part)."""

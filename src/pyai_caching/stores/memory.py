@@ -37,6 +37,10 @@ class MemoryStore(Store):
         entry = self._entries.get(key)
         return None if entry is None else entry[0]
 
+    async def is_expired(self, key: str) -> bool:
+        entry = self._entries.get(key)
+        return entry is not None and entry[1] is not None and entry[1] <= self.clock()
+
     async def keys(self, prefix: str) -> list[str]:
         return sorted(k for k in self._entries if k.startswith(prefix))
 
