@@ -126,3 +126,6 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 # and the openai SDK over HTTP: `openai_server` (per test: emptied, model requests allowed, SDK clients closed
 # afterwards) wraps the session-wide `openai_server_session`. Build models with `openai_model(openai_server)`.
 from openai_server import openai_server, openai_server_session  # noqa: E402, F401
+# Redis Sentinel (a master, a replica, three sentinels) and a three-master Cluster from redis-server on private ports
+# (tests/redis_topologies.py), started once per session when a test asks for them.
+from redis_topologies import redis_cluster, redis_cluster_clean, redis_sentinel, redis_sentinel_clean  # noqa: E402, F401

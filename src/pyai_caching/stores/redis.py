@@ -102,7 +102,7 @@ class RedisStore(Store):
             for start in range(0, len(keys), 500):
                 async with self.client.pipeline(transaction=False) as pipe:
                     for key in keys[start : start + 500]:
-                        pipe.unlink(key)
+                        pipe.execute_command("UNLINK", key)  # (a Cluster pipeline's `unlink()` is not queued)
                     deleted += sum(await pipe.execute())
             return deleted
 
@@ -123,7 +123,9 @@ class RedisStore(Store):
     async def claim(self, key: str, ttl: float) -> str | None:
         token = secrets.token_hex(16)
         ms = max(1, int(ttl * 1000))
-        acquired = await self._call("SET NX", lambda: self.client.set(_lock_name(key), token, nx=True, px=ms))
+        acquired = await self._call(
+            "SET NX", lambda: self.client.set(_lock_name(key), token, nx=True, px=ms), idempotent=False
+        )
         return token if acquired else None
 
     async def renew_claim(self, key: str, token: str, ttl: float) -> bool:
@@ -162,7 +164,7 @@ class RedisStore(Store):
                     pipe.hincrbyfloat(name, field, value)
                 await pipe.execute()
 
-        await self._call("HINCRBYFLOAT", update)
+        await self._call("HINCRBYFLOAT", update, idempotent=False)
 
     async def get_counters(self, prefix: str) -> dict[str, dict[str, float]]:
         async def read() -> tuple[list[bytes], list[Any]]:
@@ -185,11 +187,18 @@ class RedisStore(Store):
         self._closed = True
         if self.owns_client:
             await self.client.aclose()
+            # a Sentinel-managed master: the clients that asked the sentinels where the master is
+            manager = getattr(getattr(self.client, "connection_pool", None), "sentinel_manager", None)
+            for sentinel in getattr(manager, "sentinels", ()):
+                await sentinel.aclose()
 
-    async def _call(self, what: str, command: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, what: str, command: Callable[[], Awaitable[T]], *, idempotent: bool = True) -> T:
+        """Run `command`, turning Redis failures into `CacheError`. A dropped connection (a failover, a restart) is
+        tried once more at once when running the command twice is harmless (not for counters or claims)."""
         if self._closed:  # redis-py would silently open a new connection that nobody closes (a leaked socket)
             raise CacheError("the Redis store is closed")
         deadline = None
+        retried = not idempotent
         while True:
             try:
                 return await command()
@@ -199,6 +208,10 @@ class RedisStore(Store):
                 if now >= deadline:
                     raise CacheError(f"Redis {what} failed: no free connection: {exc!r}") from exc
                 await asyncio.sleep(0.002)  # (not a BlockingConnectionPool: it cannot be used at loop shutdown)
+            except RedisConnectionError as exc:  # (after the pool's error: redis-py 8 derives it from this one)
+                if retried:
+                    raise CacheError(f"Redis {what} failed: {exc!r}") from exc
+                retried = True
             except redis.exceptions.ResponseError as exc:
                 # the server answered: out of memory under `noeviction`, a read-only replica, a refused command
                 refused = not isinstance(exc, redis.exceptions.ClusterError)
