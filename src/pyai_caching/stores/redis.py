@@ -84,7 +84,18 @@ class RedisStore(Store):
         return cls(client=client, owns_client=True, pool_timeout=timeout, claim_ttl=claim_ttl)
 
     async def get(self, key: str) -> bytes | None:
-        return await self._call("GET", lambda: self.client.get(key))  # type: ignore[arg-type,return-value]
+        """The string under `key`; a value of another type there (a hash, a list: not ours) reads as empty bytes,
+        an unreadable entry, which the next answer overwrites, rather than as a store refusing reads."""
+
+        async def get() -> bytes | None:
+            try:
+                return await self.client.get(key)  # type: ignore[return-value]
+            except redis.exceptions.ResponseError as exc:
+                if str(exc).startswith("WRONGTYPE"):
+                    return b""
+                raise
+
+        return await self._call("GET", get)
 
     async def set(self, key: str, value: bytes, ttl: float | None) -> None:
         px = None if ttl is None else max(1, int(ttl * 1000))
