@@ -128,3 +128,11 @@ async def test_a_sentinel_failover_in_the_middle_of_a_stream_fails_no_call(redis
 async def test_a_cluster_node_restart_in_the_middle_of_a_stream_fails_no_call(redis_cluster_clean: Any) -> None:
     cached, calls = await stream(redis_cluster_clean.url, lambda: redis_cluster_clean.restart_node(1))
     assert len(cached) == 60 and sum(cached) >= 10
+
+
+async def test_the_sentinel_master_killed_mid_stream_fails_no_call(tmp_path: Any) -> None:
+    from redis_topologies import sentinel_topology
+
+    with sentinel_topology(tmp_path) as setup:
+        cached, _ = await stream(setup.url, setup.kill_master)
+    assert len(cached) == 60 and sum(cached) >= 10
