@@ -205,20 +205,32 @@ async def test_unix_socket_url(agent: Agent[None, str], model: CountingModel, ad
 # --- fail open ------------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def store_attempts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The Redis commands the stores actually tried (a store skipped by its breaker tries none)."""
+    attempts: list[str] = []
+    original = RedisStore._call
+
+    async def counted(self: RedisStore, what: str, command: Any, **kwargs: Any) -> Any:
+        attempts.append(what)
+        return await original(self, what, command, **kwargs)
+
+    monkeypatch.setattr(RedisStore, "_call", counted)
+    return attempts
+
+
 async def test_redis_down_fails_open(
-    agent: Agent[None, str], model: CountingModel, caplog: pytest.LogCaptureFixture
+    agent: Agent[None, str], model: CountingModel, caplog: pytest.LogCaptureFixture, store_attempts: list[str]
 ) -> None:
+    """A store that is down costs one failed command, then is skipped (no timeout per call)."""
     caplog.set_level(logging.WARNING, logger=LOGGER)
     url = f"redis://127.0.0.1:{unused_port()}/0"
-    started = time.perf_counter()
-    for i in range(5):
-        call_started = time.perf_counter()
+    for _ in range(5):
         result = await cached_run(agent, "q", "down", redis_url=url, custom_costs=COSTS)
-        assert time.perf_counter() - call_started < 1.0, f"call {i} waited too long"
         assert result.output == "answer to q"
         assert result.cached is False
         assert result.cost is not None and result.cost > 0
-    assert time.perf_counter() - started < 2.0
+    assert store_attempts == ["GET"]  # the first read failed; the breaker skipped everything after it
     assert model.calls == 5
     messages = cache_warnings(caplog)
     assert len(messages) == 1, messages
@@ -226,9 +238,10 @@ async def test_redis_down_fails_open(
 
 
 async def test_redis_stalled_fails_open_quickly(
-    agent: Agent[None, str], model: CountingModel, caplog: pytest.LogCaptureFixture
+    agent: Agent[None, str], model: CountingModel, caplog: pytest.LogCaptureFixture, store_attempts: list[str]
 ) -> None:
-    """A server that accepts connections and never answers costs one short timeout."""
+    """A server that accepts connections and never answers costs one timeout: timeouts are not retried, and the
+    breaker skips the store afterwards."""
     caplog.set_level(logging.WARNING, logger=LOGGER)
     writers: list[asyncio.StreamWriter] = []
 
@@ -239,19 +252,15 @@ async def test_redis_stalled_fails_open_quickly(
     server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
     try:
         url = f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0"
-        started = time.perf_counter()
         first = await cached_run(agent, "q", "stalled", redis_url=url, custom_costs=COSTS)
-        first_elapsed = time.perf_counter() - started  # one 0.25 s timeout: timeouts are not retried
         second = await cached_run(agent, "q", "stalled", redis_url=url, custom_costs=COSTS)
-        total = time.perf_counter() - started
     finally:
         for writer in writers:
             writer.close()
         server.close()
         await server.wait_closed()
-    assert first_elapsed < 1.0
-    assert total < 2.0
-    assert writers, "the client never connected to the stalled server"
+    assert len(writers) == 1, "one connection, timed out once, not retried"
+    assert store_attempts == ["GET"]
     assert (first.output, second.output) == ("answer to q", "answer to q")
     assert (first.cached, second.cached, model.calls) == (False, False, 2)
     assert len(cache_warnings(caplog)) == 1
@@ -263,6 +272,7 @@ async def test_redis_paused_midway_fails_open_then_recovers(
     redis_server,  # type: ignore[no-untyped-def]
     redis_url: str,
     caplog: pytest.LogCaptureFixture,
+    store_attempts: list[str],
 ) -> None:
     caplog.set_level(logging.WARNING, logger=LOGGER)
     await cached_run(agent, "q", "paused", redis_url=redis_url, custom_costs=COSTS)
@@ -271,13 +281,13 @@ async def test_redis_paused_midway_fails_open_then_recovers(
     with redis_server.client() as pauser:
         pauser.execute_command("CLIENT", "PAUSE", 2000, "ALL")  # every client's commands now block server-side
     try:
-        started = time.perf_counter()
+        store_attempts.clear()
         during = await cached_run(agent, "q", "paused", redis_url=redis_url, custom_costs=COSTS)
-        elapsed = time.perf_counter() - started
+        tried_while_paused = list(store_attempts)
     finally:
         with redis_server.client() as unpauser:  # paused too: returns once the pause is over
             unpauser.execute_command("CLIENT", "UNPAUSE")
-    assert elapsed < 1.5  # one store timeout (0.25 s), not the whole 2 s pause
+    assert tried_while_paused == ["GET"]  # one store timeout, not one per operation (nor the whole 2 s pause)
     assert during.output == "answer to q"
     assert during.cached is False and model.calls == 2
     assert len(cache_warnings(caplog)) == 1
@@ -341,11 +351,9 @@ async def test_corrupt_entry_is_a_miss_and_gets_overwritten(
 async def test_concurrent_identical_runs_call_the_model_once(admin: redis.Redis, redis_url: str) -> None:
     slow = CountingModel(delay=0.2)
     agent = Agent(FunctionModel(slow, model_name=MODEL_NAME))
-    started = time.perf_counter()
     results = await asyncio.gather(
         *(cached_run(agent, "same question", "burst", redis_url=redis_url, custom_costs=COSTS) for _ in range(20))
     )
-    assert time.perf_counter() - started < 2.0
     assert slow.calls == 1
     assert {r.output for r in results} == {"answer to same question"}
     assert sorted(r.cached for r in results) == [False] + [True] * 19
