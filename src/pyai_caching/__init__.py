@@ -10,6 +10,7 @@ from importlib.metadata import version as _version
 from . import costs, recorders, stats
 from ._clearing import clear_cache, clear_cache_async, clear_entry, clear_entry_sync
 from ._copying import copy_entries, copy_entries_sync
+from ._decorator import llm_cache
 from ._explain import Explanation
 from ._explain_run import explain, explain_sync
 from ._reports import flush, get_stats, get_stats_sync
@@ -31,6 +32,7 @@ __all__ = (
     "__version__",
     "cached_agent_run",
     "cached_agent_run_sync",
+    "llm_cache",
     "CacheMode",
     "CachedAgentRunResult",
     "get_stats",

@@ -90,6 +90,16 @@ def function_data(fn: types.FunctionType, model_state: bool | None = None) -> di
     return data
 
 
+def callable_data(fn: types.FunctionType) -> dict[str, Any]:
+    """A function decorated with `@llm_cache`: as `function_data`, but the mutable values it closes over or rebinds
+    are its own state (a call counter, a client), not what it answers; module-level plain data it reads is keyed."""
+    data = function_data(fn, model_state=True)
+    read = _global_data(fn)
+    if read:
+        data["globals"] = read
+    return data
+
+
 _PLAIN = (str, int, float, bool, type(None))
 
 
