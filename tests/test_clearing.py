@@ -134,3 +134,17 @@ def test_sync_forms_bad_arguments_and_the_version(tmp_path: Path, monkeypatch: p
     with pytest.raises(TypeError, match="older_than"):
         clear_cache(older_than="12h")  # type: ignore[arg-type]
     assert isinstance(pyai_caching.__version__, str) and pyai_caching.__version__[0].isdigit()
+
+
+async def test_a_store_named_explicitly_is_cleared_even_inside_the_plugins_scope(tmp_path: Path) -> None:
+    from pyai_caching import FixtureStore
+    from pyai_caching._scope import scoped
+
+    recordings, own = FixtureStore(tmp_path / "recordings"), MemoryStore()
+    agent = counting_agent([])
+    with scoped(recordings, "read_write"):
+        await cached_agent_run(agent, "q", "faq")  # recorded into the fixtures
+        await own.set(f"pyai_caching:v2:faq:{DIGEST}", b"{}", None)
+        assert await clear_cache_async(store=own) == 1
+        assert len(await recordings.keys("")) == 1  # the recordings are untouched
+        assert await clear_cache_async() == 1  # no store named: the scope's

@@ -54,3 +54,23 @@ def test_malformed_urls_are_configuration_errors_without_the_password(url: str, 
     with pytest.raises(ConfigurationError, match=message) as info:
         RedisStore.from_url(url)
     assert "topsecret" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+sentinel://topsecret@h1:26379",  # a lone password
+        "redis+sentinel://user:top@secret@word@h1:26379",  # @ inside the password
+        "redis+cluster://topsecret@h1:7000,nohost",
+    ],
+)
+def test_no_form_of_credentials_reaches_an_error_message(url: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        RedisStore.from_url(url)
+    assert "topsecret" not in str(info.value) and "top@secret" not in str(info.value) and "secret" not in str(info.value)
+
+
+def test_query_options_on_sentinel_and_cluster_urls_are_refused_clearly() -> None:
+    for url in ("redis+sentinel://h1:26379/mymaster/0?ssl_cert_reqs=none", "redis+cluster://h1:7000?ssl_cert_reqs=none"):
+        with pytest.raises(ConfigurationError, match=r"take no \?options; pass client options"):
+            RedisStore.from_url(url)

@@ -152,3 +152,83 @@ async def test_claims_leave_nothing_behind_and_stay_out_of_the_entries(redis_url
         assert await copy_entries(store, MemoryStore()) == 3
     finally:
         await store.aclose()
+
+
+async def test_a_failed_claim_on_one_key_never_leaves_another_keys_claim_held(tmp_path: Path) -> None:
+    class FlakyClaims(LocalStore):
+        async def claim(self, key: str, ttl: float) -> str | None:
+            if "fail" in self._names.get(key, ""):
+                raise CacheError("too many open files")
+            return await super().claim(key, ttl)
+
+    store = FlakyClaims(tmp_path / "cache")
+    store._names = {}  # type: ignore[attr-defined]
+    gate = asyncio.Event()
+
+    async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        if messages[-1].parts[-1].content == "slow":
+            await gate.wait()
+        return ModelResponse(parts=[TextPart("ok")])
+
+    agent = Agent(FunctionModel(respond, model_name="m"))
+    from pyai_caching._call import RunCall
+    from pyai_caching._arguments import backoff
+
+    def key_of(prompt: str) -> str:
+        call = RunCall.prepare(None, agent, prompt, "t", mode=None, message_history=None, ttl=None, backoff=backoff(1, 30),
+                               expense_recorder=None, custom_costs=None, key_extra=None, run_kwargs={})
+        return call.key("pyai_caching")
+
+    store._names = {key_of("fail"): "fail"}  # type: ignore[attr-defined]
+    slow = asyncio.create_task(cached_agent_run(agent, "slow", "t", store=store))
+    await asyncio.sleep(0.05)
+    assert await cached_agent_run(agent, "fail", "t", store=store)  # its claim failed: made without one
+    gate.set()
+    await slow
+    assert store._claims == {}  # the slow call's claim was released (no descriptor kept)
+    assert (await cached_agent_run(agent, "slow", "t", store=store)).cached
+
+
+async def test_the_same_key_on_two_stores_is_two_entries() -> None:
+    calls: list[int] = []
+
+    async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        calls.append(1)
+        await asyncio.sleep(0.05)
+        return ModelResponse(parts=[TextPart("ok")])
+
+    agent = Agent(FunctionModel(respond, model_name="m"))
+    a, b = MemoryStore(), MemoryStore()
+    ra, rb = await asyncio.gather(cached_agent_run(agent, "q", "t", store=a), cached_agent_run(agent, "q", "t", store=b))
+    assert (ra.cached, rb.cached, len(calls)) == (False, False, 2)
+    assert len(await a.keys("")) == len(await b.keys("")) == 1
+
+
+@pytest.mark.redis_server
+def test_waiters_beyond_the_pub_sub_limit_poll_and_still_make_one_call(redis_url: str) -> None:
+    from pyai_caching import RedisStore
+
+    calls: list[str] = []
+
+    async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        calls.append("x")
+        await asyncio.sleep(0.3)
+        return ModelResponse(parts=[TextPart("ok")])
+
+    agent = Agent(FunctionModel(respond, model_name="m"))
+    outputs: list[str] = []
+
+    async def one() -> str:
+        store = RedisStore.from_url(redis_url)
+        store.max_subscribers = 0  # every waiter polls
+        try:
+            return (await cached_agent_run(agent, "q", "poll", store=store)).output
+        finally:
+            await store.aclose()
+
+    threads = [threading.Thread(target=lambda: outputs.append(asyncio.run(one()))) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert outputs == ["ok"] * 3 and calls == ["x"]

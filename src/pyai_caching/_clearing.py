@@ -144,8 +144,10 @@ def clear_entry_sync(
 
 
 async def _store(redis_url: str | None, store: Store | None) -> Store:
+    """The store named by the arguments, else the pytest plugin's recordings (in a test using `llm_cache`), else
+    the configured one: deleting is never redirected away from the store a caller names."""
     scope = active_scope()
-    if scope is not None:
+    if scope is not None and store is None and redis_url is None:
         return scope.store
     if store is not None:
         if not isinstance(store, Store):

@@ -60,7 +60,7 @@ class Missing(Exception):
 
 
 async def fetch(
-    flights: dict[str, Any],
+    flights: dict[Any, Any],
     cache: Cache,
     key: str,
     *,
@@ -87,7 +87,8 @@ async def fetch(
     """
     errors = 0
     data: bytes | None = None
-    flight: _Flight[E] | None = flights.get(key)
+    in_flight = (cache, key)  # the same key on another store is another entry
+    flight: _Flight[E] | None = flights.get(in_flight)
     if flight is None and mode != "refresh":
         replay = mode == "replay"
         data, failed = await (cache.guarded.get_including_expired(key) if replay else cache.guarded.get(key))
@@ -100,7 +101,7 @@ async def fetch(
                     raise Missing(key, drift=exc) from exc
                 errors += 1
                 logger.warning("unreadable cache entry %s (calling the model and overwriting it): %s", key, exc)
-        flight = flights.get(key)  # another caller may have started while we read
+        flight = flights.get(in_flight)  # another caller may have started while we read
         if flight is None and replay:
             raise Missing(key, store_failed=bool(failed))
     if flight is not None:
@@ -108,7 +109,7 @@ async def fetch(
     shared = mode != "refresh"  # a refresh makes its own answer, whatever another process stored
     unreadable = data  # what the store held, if anything, did not decode: not an answer to wait for
     flight = _Flight.start(
-        flights, key, lambda f: _fly(f, cache, key, ttl, produce, orphaned, decode, shared, unreadable)
+        flights, in_flight, lambda f: _fly(f, cache, key, ttl, produce, orphaned, decode, shared, unreadable)
     )
     produced, stored = await flight.answer  # only the leader awaits it: cancelling it cancels no one else
     failed_write = produced.data is not None and not stored
@@ -128,7 +129,7 @@ async def _follow(
         try:
             return Outcome(decode(produced.data), hit=True, errors=errors)
         except DecodeError as exc:  # pragma: no cover - producers only share bytes that read back
-            logger.warning("the answer for %s does not read back from its entry: %s", flight.key, exc)
+            logger.warning("the answer for %s does not read back from its entry: %s", flight.key[1], exc)
     if flight.template is not None:
         try:
             return Outcome(copy(flight.template), hit=True, errors=errors)
@@ -203,8 +204,9 @@ async def _produce_and_store(
 class _Flight(Generic[E]):
     """One miss in flight: `answer` for the caller that started it, `shared` for the others, `task` doing the work."""
 
-    flights: dict[str, Any]
-    key: str
+    flights: dict[Any, Any]
+    key: tuple[Cache, str]
+    """(the store's cache, the entry key): the same key on two stores is two flights."""
     answer: asyncio.Future[tuple[Produced[E], bool]]
     shared: asyncio.Future[tuple[Produced[E], bool]]
     task: asyncio.Task[None] | None = None
@@ -214,8 +216,8 @@ class _Flight(Generic[E]):
     @classmethod
     def start(
         cls,
-        flights: dict[str, Any],
-        key: str,
+        flights: dict[Any, Any],
+        key: tuple[Cache, str],
         work: Callable[[_Flight[E]], Awaitable[None]],
     ) -> _Flight[E]:
         loop = asyncio.get_running_loop()

@@ -112,10 +112,19 @@ class FailOpen:
         return (None, False) if token is _FAILED else (token, True)  # type: ignore[return-value]
 
     async def renew_claim(self, key: str, token: str, ttl: float) -> bool:
-        return await self._call("claims", lambda: self.store.renew_claim(key, token, ttl), False)
+        """Always tried, even while claims are switched off: a held claim must not lapse because another failed."""
+        try:
+            return await self.store.renew_claim(key, token, ttl)
+        except Exception as exc:  # noqa: BLE001 - the claim may lapse; the entry is still made and stored
+            logger.debug("renewing the claim on %s failed: %s", key, exc)
+            return False
 
     async def release_claim(self, key: str, token: str) -> None:
-        await self._call("claims", lambda: self.store.release_claim(key, token), None)
+        """Always tried, even while claims are switched off: a claim left held makes its waiters wait it out."""
+        try:
+            await self.store.release_claim(key, token)
+        except Exception as exc:  # noqa: BLE001 - it expires by itself
+            logger.debug("releasing the claim on %s failed: %s", key, exc)
 
     async def wait_for_claim(self, key: str, timeout: float) -> bool:
         """False if waiting failed (the caller stops waiting and makes the entry itself)."""
@@ -128,7 +137,10 @@ class FailOpen:
         self, kind: str, op: Callable[[], Awaitable[T]], fallback: T, *, passthrough: type[Exception] | None = None
     ) -> T:
         own = self._kinds[kind]
-        if not (self._all.available and own.available):
+        # claims only save money: one failing never switches claims off for the next (a held claim's waiters
+        # would then all pay), and they trip no breaker; a store that is down is skipped for them too
+        transient = kind == "claims"
+        if not (self._all.available and (transient or own.available)):
             self.errors += 1
             return fallback
         started = self.clock()
@@ -138,8 +150,10 @@ class FailOpen:
             if passthrough is not None and isinstance(exc, passthrough):
                 raise
             self.errors += 1
-            # claims are an optimization: their failures switch only claims off, never reads or writes
-            (own if kind == "claims" or (isinstance(exc, CacheError) and exc.refused) else self._all).failed(exc)
+            if not transient:
+                (own if isinstance(exc, CacheError) and exc.refused else self._all).failed(exc)
+            else:
+                logger.debug("claim on the store failed, making the entry without it: %s", exc)
             return fallback
         self._all.succeeded(started)
         own.succeeded(started)

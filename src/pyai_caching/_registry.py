@@ -39,8 +39,8 @@ class LoopState:
     """Stores opened from configuration: this state closes them."""
     borrowed: weakref.WeakSet[Cache] = field(default_factory=weakref.WeakSet)
     """Caches of stores callers passed in: they live on the store, so a dropped store is released."""
-    flights: dict[str, Any] = field(default_factory=dict)
-    """Misses in flight by key (`_run._Flight`)."""
+    flights: dict[Any, Any] = field(default_factory=dict)
+    """Misses in flight by (cache, key) (`_engine._Flight`)."""
     closer: AsyncGenerator[None, None] | None = None
 
     def cache_for(self, spec: StoreSpec | None, store: Store | None) -> Cache:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -25,6 +26,10 @@ logger = logging.getLogger("pyai_caching")
 CLAIM_TTL = 15.0
 """Seconds a claim lives without renewal, unless the store says otherwise (`claim_ttl`); renewed every third of
 it while the entry is being made."""
+
+
+_MAX_WAIT_TTLS = 20
+"""A waiter gives up after this many claim lifetimes (5 minutes by default) and makes the entry itself."""
 
 
 def claim_ttl(guarded: FailOpen) -> float:
@@ -43,7 +48,11 @@ class Claim:
 async def claim(guarded: FailOpen, key: str, ttl: float, *, ignore: bytes | None = None) -> Claim:
     """Claim `key` across processes, or wait for whoever holds it and return what it stored (other than `ignore`:
     bytes already found unreadable)."""
+    deadline = time.monotonic() + _MAX_WAIT_TTLS * ttl
     while True:
+        if time.monotonic() >= deadline:  # a holder that neither finishes nor dies: stop waiting, make it
+            logger.warning("waited %.0fs for another process to make %s: making it here", _MAX_WAIT_TTLS * ttl, key)
+            return Claim()
         token, supported = await guarded.claim(key, ttl)
         if not supported:
             return Claim()
@@ -54,7 +63,7 @@ async def claim(guarded: FailOpen, key: str, ttl: float, *, ignore: bytes | None
                 return Claim(token=token)
             await guarded.release_claim(key, token)
             return Claim(found=data)
-        if not await guarded.wait_for_claim(key, ttl):
+        if not await guarded.wait_for_claim(key, min(ttl, deadline - time.monotonic())):
             return Claim()
         data, _ = await guarded.get(key)
         if data is not None and data != ignore:

@@ -54,6 +54,11 @@ def client_for_url(url: str, options: dict[str, Any]) -> Redis | RedisCluster:
 def _split(url: str) -> tuple[bool, str | None, str | None, list[tuple[str, int]], str]:
     """TLS?, username, password, [(host, port)], and the path after the hosts."""
     scheme, _, rest = url.partition("://")
+    if "?" in rest:
+        raise ConfigurationError(
+            f"malformed Redis URL {_redacted(url)!r}: {scheme}:// URLs take no ?options; pass client options as "
+            "RedisStore.from_url(url, **client_kwargs)"
+        )
     tls = scheme.startswith("rediss")
     authority, slash, path = rest.partition("/")
     username = password = None
@@ -102,10 +107,9 @@ def _cluster(url: str, options: dict[str, Any]) -> RedisCluster:
 
 
 def _redacted(url: str) -> str:
-    """`url` without its password, for error messages."""
+    """`url` without its credentials (whatever their form), for error messages."""
     scheme, sep, rest = url.partition("://")
-    if "@" not in rest.split("/", 1)[0]:
-        return url
-    credentials, _, tail = rest.partition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{tail}"
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    return f"{scheme}{sep}{authority}{slash}{path}"

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote
 
-from ..exceptions import ConfigurationError
+from ..exceptions import CacheError, ConfigurationError
 from ._base import Store
 from ._files import (
     COUNTERS_DIR,
@@ -103,7 +103,12 @@ class LocalStore(Store):
     async def claim(self, key: str, ttl: float) -> str | None:
         if fcntl is None:  # pragma: no cover - Windows
             raise NotImplementedError("LocalStore claims need POSIX file locks")
-        return await off_loop(self._claim, key)
+        # inline, not in a worker thread: a flock attempt never blocks (LOCK_NB), and a cancelled call must not leave
+        # a lock taken by a thread under a token nobody holds
+        try:
+            return self._claim(key)
+        except OSError as exc:
+            raise CacheError(f"claim of {key} failed: {exc}") from exc
 
     async def release_claim(self, key: str, token: str) -> None:
         fd = self._claims.pop(token, None)

@@ -46,7 +46,12 @@ class RedisStore(Store):
     claim_ttl: float = 15.0
     """Seconds a claim lives without renewal (renewed every third of it while the model works): how long the
     miss of a crashed holder waits before another process takes it over."""
+    max_subscribers: int = 32
+    """Waiters for other processes' claims that hold a pub/sub connection at once (the rest poll)."""
+    claim_poll: float = 0.2
+    """Seconds between looks at a claim for waiters without a pub/sub connection."""
     _closed: bool = dataclasses.field(default=False, init=False, repr=False)
+    _subscribers: int = dataclasses.field(default=0, init=False, repr=False)
 
     @classmethod
     def from_url(
@@ -147,8 +152,13 @@ class RedisStore(Store):
         await self._call("EVAL", lambda: self.client.eval(_RELEASE, 1, _lock_name(key), token))
 
     async def wait_for_claim(self, key: str, timeout: float) -> None:
-        """Subscribes to the lock's channel, then checks it still exists (so a release in between is not missed)."""
+        """Subscribes to the lock's channel, then checks it still exists (so a release in between is not missed).
+        At most `max_subscribers` waiters hold a pub/sub connection at once; the others (and every waiter while
+        the pool is exhausted) look again after `claim_poll` seconds instead."""
         name = _lock_name(key)
+        if self._subscribers >= self.max_subscribers:
+            await asyncio.sleep(min(self.claim_poll, timeout))
+            return
 
         async def wait() -> None:
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
@@ -165,7 +175,13 @@ class RedisStore(Store):
             finally:
                 await pubsub.aclose()
 
-        await self._call("SUBSCRIBE", wait)
+        self._subscribers += 1
+        try:
+            await self._call("SUBSCRIBE", wait)
+        except CacheError:  # no free connection, or a failing server: look again later rather than pay twice
+            await asyncio.sleep(min(self.claim_poll, timeout))
+        finally:
+            self._subscribers -= 1
 
     async def add_counters(self, name: str, counters: Mapping[str, float]) -> None:
         async def update() -> None:
