@@ -105,6 +105,36 @@ class RunCall:
             output_type=run_kwargs.get("output_type") or agent.output_type,
         )
 
+    @classmethod
+    def for_lookup(
+        cls,
+        agent: Any,
+        prompt: Any,
+        task_name: Any,
+        *,
+        mode: Any = None,
+        message_history: Any = None,
+        key_extra: Any = None,
+        run_kwargs: dict[str, Any],
+    ) -> RunCall:
+        """A call as `cached_agent_run` would make it, to find its entry (explain, clear_entry): validated the same
+        way; the arguments that do not change the key (`ttl`, `max_wait`, `expense_recorder`, ...) are dropped."""
+        kwargs = {k: v for k, v in run_kwargs.items() if k not in _NOT_FOR_LOOKUP}
+        return cls.prepare(
+            None,
+            agent,
+            prompt,
+            task_name,
+            mode=mode,
+            message_history=message_history,
+            ttl=None,
+            backoff=Backoff(initial_wait=1.0, max_wait=30.0),
+            expense_recorder=None,
+            custom_costs=None,
+            key_extra=key_extra,
+            run_kwargs=kwargs,
+        )
+
     async def execute(self, state: LoopState, cache: Cache, namespace: str) -> CachedAgentRunResult[Any]:
         """Run the call: from the cache or the model, as its mode says; in an OpenTelemetry span when tracing."""
         with telemetry.run_span(self.task_name, self.mode, cache.guarded.store):
@@ -280,6 +310,9 @@ def _minus(total: _usage.RunUsage, before: _usage.RunUsage) -> _usage.RunUsage:
     own.details = {k: v - before.details.get(k, 0) for k, v in total.details.items() if v - before.details.get(k, 0)}
     return own
 
+
+_NOT_FOR_LOOKUP = frozenset({"ttl", "max_wait", "initial_wait", "expense_recorder", "custom_costs", "mode"})
+"""Arguments of `cached_agent_run` that say how to run, not what to ask: not needed to find an entry."""
 
 _warned: set[str] = set()
 

@@ -113,23 +113,9 @@ async def clear_entry(
         CacheError: the store failed.
     """
     from ._call import RunCall  # noqa: PLC0415 - the front door's call, imported where used (it imports much)
-    from ._arguments import backoff  # noqa: PLC0415
 
-    for ignored in ("ttl", "max_wait", "initial_wait", "expense_recorder", "custom_costs", "mode"):
-        agent_run_kwargs.pop(ignored, None)
-    call = RunCall.prepare(
-        None,
-        agent,
-        prompt,
-        task_name,
-        mode=None,
-        message_history=message_history,
-        ttl=None,
-        backoff=backoff(1.0, 30.0),
-        expense_recorder=None,
-        custom_costs=None,
-        key_extra=key_extra,
-        run_kwargs=agent_run_kwargs,
+    call = RunCall.for_lookup(
+        agent, prompt, task_name, message_history=message_history, key_extra=key_extra, run_kwargs=agent_run_kwargs
     )
     key = call.key(resolve_namespace(namespace))
     target = await _store(redis_url, store)

@@ -9,7 +9,6 @@ from pydantic_ai import messages as _messages
 from pydantic_ai.agent import AbstractAgent
 
 from . import _portal
-from ._arguments import backoff
 from ._codec import decode
 from ._config import resolve_namespace, resolve_store_spec
 from ._explain import Explanation, explain_key
@@ -44,24 +43,12 @@ async def explain(
     Raises:
         ConfigurationError | ValueError | TypeError: as `cached_agent_run` for the same arguments.
     """
-    for ignored in ("ttl", "max_wait", "initial_wait", "expense_recorder", "custom_costs"):
-        agent_run_kwargs.pop(ignored, None)
     mode = agent_run_kwargs.pop("mode", None)
     scope = active_scope()
     if scope is not None:
         store, mode = scope.store, mode if mode is not None else scope.mode
-    call = RunCall.prepare(
-        None,
-        agent,
-        prompt,
-        task_name,
-        mode=mode,
-        message_history=message_history,
-        ttl=None,
-        backoff=backoff(1.0, 30.0),
-        expense_recorder=None,
-        custom_costs=None,
-        key_extra=key_extra,
+    call = RunCall.for_lookup(
+        agent, prompt, task_name, mode=mode, message_history=message_history, key_extra=key_extra,
         run_kwargs=agent_run_kwargs,
     )
     namespace = resolve_namespace(namespace)
