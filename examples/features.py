@@ -27,6 +27,7 @@ from pyai_caching import (
     cached_agent_run,
     copy_entries,
     flush,
+    llm_cache,
     get_stats,
 )
 from pyai_caching.exceptions import UsageLimitExceeded
@@ -128,6 +129,15 @@ async def main(root: Path) -> None:
                                store=fixtures, mode="replay", model_settings={"temperature": 0.7})
     except CacheMissError as exc:
         print(f"recording: replay miss explained: {exc.explanation.differences}")
+
+    # A decorator for any LLM call: the function body runs once per distinct arguments.
+    @llm_cache("summaries", store=store)
+    async def summarize(text: str) -> UserProfile:
+        print("decorator: the function ran")
+        return UserProfile(name=text.split()[0], age=30, interests=["hiking"])
+
+    first_profile, second_profile = await summarize("Alex likes hiking"), await summarize("Alex likes hiking")
+    print(f"decorator: {second_profile.name} twice, same value: {first_profile == second_profile}")
     await store.aclose()
 
 

@@ -21,6 +21,7 @@ def test_features_example_runs_offline() -> None:
     assert "stats: hit rate" in out
     assert "recording: 2 entries copied to fixtures; replayed Alex (cached True)" in out
     assert "replay miss explained: ('model_settings.temperature added (0.7)',)" in out
+    assert out.count("decorator: the function ran") == 1 and "decorator: Alex twice, same value: True" in out
 
 
 def test_demo_runs_offline(tmp_path: Path) -> None:
