@@ -232,3 +232,31 @@ def test_waiters_beyond_the_pub_sub_limit_poll_and_still_make_one_call(redis_url
     for thread in threads:
         thread.join(30)
     assert outputs == ["ok"] * 3 and calls == ["x"]
+
+
+@pytest.mark.redis_server
+def test_claims_can_be_switched_off(redis_url: str) -> None:
+    from pyai_caching import RedisStore
+
+    calls: list[str] = []
+
+    async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        calls.append("x")
+        await asyncio.sleep(0.2)
+        return ModelResponse(parts=[TextPart("ok")])
+
+    agent = Agent(FunctionModel(respond, model_name="m"))
+
+    async def one() -> None:
+        store = RedisStore.from_url(redis_url, claims=False)
+        try:
+            await cached_agent_run(agent, "q", "no-claims", store=store)
+        finally:
+            await store.aclose()
+
+    threads = [threading.Thread(target=lambda: asyncio.run(one())) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert calls == ["x", "x"]  # each loop made its own miss

@@ -46,6 +46,8 @@ class RedisStore(Store):
     claim_ttl: float = 15.0
     """Seconds a claim lives without renewal (renewed every third of it while the model works): how long the
     miss of a crashed holder waits before another process takes it over."""
+    claims: bool = True
+    """Cross-process single-flight (a claim per miss: three round trips). False: each process makes its own misses."""
     max_subscribers: int = 32
     """Waiters for other processes' claims that hold a pub/sub connection at once (the rest poll)."""
     claim_poll: float = 0.2
@@ -61,6 +63,7 @@ class RedisStore(Store):
         timeout: float = 0.25,
         max_connections: int = 256,
         claim_ttl: float = 15.0,
+        claims: bool = True,
         **client_kwargs: Any,
     ) -> RedisStore:
         """A store owning a new client for `url`: `redis://`, `rediss://` (TLS), `unix://`, a Sentinel-monitored
@@ -86,7 +89,7 @@ class RedisStore(Store):
             **client_kwargs,
         }
         client = client_for_url(url, options)
-        return cls(client=client, owns_client=True, pool_timeout=timeout, claim_ttl=claim_ttl)
+        return cls(client=client, owns_client=True, pool_timeout=timeout, claim_ttl=claim_ttl, claims=claims)
 
     async def get(self, key: str) -> bytes | None:
         """The string under `key`; a value of another type there (a hash, a list: not ours) reads as empty bytes,
@@ -137,6 +140,8 @@ class RedisStore(Store):
     # waiters woken by a `PUBLISH` on the lock's name when it is released
 
     async def claim(self, key: str, ttl: float) -> str | None:
+        if not self.claims:
+            raise NotImplementedError("claims are switched off for this store")
         token = secrets.token_hex(16)
         ms = max(1, int(ttl * 1000))
         acquired = await self._call(
