@@ -24,7 +24,8 @@ from pydantic_ai.usage import RequestUsage
 
 from pyai_caching import FixtureStore, LocalStore, RedisStore, Store, cached_agent_run
 from pyai_caching._cli import cli
-from pyai_caching._cli_output import format_age, parse_duration
+from pyai_caching._cli_data import parse_duration
+from pyai_caching._cli_output import format_age
 
 COMMANDS = ("stats", "clear", "export", "import", "explain", "prune", "demo")
 HEX = "0" * 64

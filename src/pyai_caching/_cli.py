@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import click
 
 from . import __version__
+from . import _cli_data as data
 from . import _cli_output as out
 from ._clearing import matching_keys
 from ._config import (
@@ -58,7 +59,7 @@ class Duration(click.ParamType):
         if isinstance(value, (int, float)):
             return float(value)
         try:
-            return out.parse_duration(value)
+            return data.parse_duration(value)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
@@ -239,7 +240,9 @@ def export_entries(to: Path, task: str | None, as_json: bool, where: StoreOption
     async def work(store: Store, namespace: str) -> int:
         target = FixtureStore(to)
         try:
-            return await out.copy_with_progress(store, target, out.entry_prefix(namespace, task), None, "exporting")
+            return await data.copy_with_progress(
+                store, target, data.entry_prefix(namespace, task), None, lambda total: out.progress("exporting", total)
+            )
         finally:
             await target.aclose()
 
@@ -260,7 +263,9 @@ def import_entries(source: Path, task: str | None, ttl: float | None, as_json: b
     async def work(store: Store, namespace: str) -> int:
         origin = FixtureStore(source)
         try:
-            return await out.copy_with_progress(origin, store, out.entry_prefix(namespace, task), seconds, "importing")
+            return await data.copy_with_progress(
+                origin, store, data.entry_prefix(namespace, task), seconds, lambda total: out.progress("importing", total)
+            )
         finally:
             await origin.aclose()
 
@@ -280,9 +285,9 @@ def explain_command(key: str, other_key: str | None, as_json: bool, where: Store
     call, as a replay miss is explained).
     """
 
-    async def work(store: Store, namespace: str) -> tuple[out.Recording, out.Recording | None]:
-        first = await out.read_recording(store, key)
-        return first, (await out.read_recording(store, other_key) if other_key is not None else None)
+    async def work(store: Store, namespace: str) -> tuple[data.Recording, data.Recording | None]:
+        first = await data.read_recording(store, key)
+        return first, (await data.read_recording(store, other_key) if other_key is not None else None)
 
     recording, other = run_with_store(where, work)
     found = None
@@ -299,7 +304,7 @@ def prune(yes: bool, as_json: bool, where: StoreOptions) -> None:
     """Delete entries no call can read: older key versions, and values that are not an entry."""
 
     async def work(store: Store, namespace: str) -> dict[str, list[str]]:
-        found = await out.unreadable_entries(store, namespace)
+        found = await data.unreadable_entries(store, namespace)
         keys = [key for group in found.values() for key in group]
         confirm_deletion(len(keys), yes, "that no call can read")
         if keys:
@@ -326,7 +331,7 @@ def demo(options: StoreOptions | None, requests: int, latency: float, directory:
         environment[ENV_REDIS_URL] = None
     elif options.redis_url is not None:
         environment[ENV_REDIS_URL] = options.redis_url
-    with out.environment(environment):
+    with data.environment(environment):
         asyncio.run(_demo.main(directory, requests, latency))
 
 
