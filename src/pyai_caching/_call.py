@@ -176,8 +176,13 @@ class RunCall:
                 self.scope.missing.add(key)
             cache.stats.add(stats_group(namespace, self.task_name), {"misses": 1, "errors": int(missing.store_failed)})
             raise await missing_error(self, cache, missing) from missing.drift
-        return await account(self, 
-            cache, namespace, key, outcome.value, hit=outcome.hit, errors=outcome.errors, started=started
+        if outcome.hit and self.run_kwargs.get("event_stream_handler") is not None:
+            warn_once(
+                f"task {self.task_name!r}: a hit runs no model, so its event_stream_handler receives no events "
+                "(they are not recorded yet)"
+            )
+        return await account(
+            self, cache, namespace, key, outcome.value, hit=outcome.hit, errors=outcome.errors, started=started
         )
 
     # -- what a run keys and stores
