@@ -163,8 +163,8 @@ async def _fly(
                 return
             except DecodeError as exc:
                 logger.warning("unreadable cache entry %s (calling the model and overwriting it): %s", key, exc)
-        async with singleflight.holding(cache.guarded, key, claimed.token, lifetime):
-            produced, stored, cancelled = await _produce_and_store(cache, key, ttl, produce)
+        async with singleflight.holding(cache.guarded, key, claimed.token, lifetime) as held:
+            produced, stored, cancelled = await _produce_and_store(held, ttl, produce)
     except BaseException as exc:
         flight.fail(exc)
         raise
@@ -185,18 +185,19 @@ async def _fly(
 
 
 async def _produce_and_store(
-    cache: Cache, key: str, ttl: float | None, produce: Callable[[], Awaitable[Produced[E]]]
+    held: singleflight.Held, ttl: float | None, produce: Callable[[], Awaitable[Produced[E]]]
 ) -> tuple[Produced[E], bool, bool]:
     """The produced answer, whether it was stored, and whether a cancellation arrived while storing it."""
     produced = await produce()
     cancelled = False
     stored = False
     if produced.data is not None:
+        writing = asyncio.ensure_future(held.store(produced.data, ttl))
         try:
-            stored = await cache.guarded.set(key, produced.data, ttl)
-        except asyncio.CancelledError:
+            stored = await asyncio.shield(writing)
+        except asyncio.CancelledError:  # the write goes on: wait for it, then let the cancellation through
             cancelled = True
-            stored = await cache.guarded.set(key, produced.data, ttl)
+            stored = await writing
     return produced, stored, cancelled
 
 

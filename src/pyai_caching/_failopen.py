@@ -111,6 +111,30 @@ class FailOpen:
             return None, False
         return (None, False) if token is _FAILED else (token, True)  # type: ignore[return-value]
 
+    async def claim_and_read(self, key: str, ttl: float) -> tuple[str | None, bytes | None, bool]:
+        """`claim` and the entry read with it: (token or None, the entry or None, whether claims are in use)."""
+        try:
+            got = await self._call(
+                "claims", lambda: self.store.claim_and_read(key, ttl), _FAILED, passthrough=NotImplementedError
+            )
+        except NotImplementedError:
+            return None, None, False
+        if got is _FAILED:
+            return None, None, False
+        token, data = got  # type: ignore[misc]
+        return token, data, True
+
+    async def set_and_release(self, key: str, value: bytes, ttl: float | None, token: str) -> bool:
+        """Store the entry and release the claim; True if stored. The release is tried even when writes are off."""
+        if not (self._all.available and self._kinds["writes"].available):
+            self.errors += 1
+            await self.release_claim(key, token)
+            return False
+        stored = await self._call("writes", lambda: _true(self.store.set_and_release(key, value, ttl, token)), False)
+        if not stored:
+            await self.release_claim(key, token)  # (a release after a failed write is harmless if it already ran)
+        return stored
+
     async def renew_claim(self, key: str, token: str, ttl: float) -> bool:
         """Always tried, even while claims are switched off: a held claim must not lapse because another failed."""
         try:

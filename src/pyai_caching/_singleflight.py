@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from ._failopen import FailOpen
 
-__all__ = ("CLAIM_TTL", "Claim", "claim", "claim_ttl", "holding")
+__all__ = ("CLAIM_TTL", "Claim", "Held", "claim", "claim_ttl", "holding")
 
 logger = logging.getLogger("pyai_caching")
 
@@ -53,15 +53,17 @@ async def claim(guarded: FailOpen, key: str, ttl: float, *, ignore: bytes | None
         if time.monotonic() >= deadline:  # a holder that neither finishes nor dies: stop waiting, make it
             logger.warning("waited %.0fs for another process to make %s: making it here", _MAX_WAIT_TTLS * ttl, key)
             return Claim()
-        token, supported = await guarded.claim(key, ttl)
+        # the entry is read with the claim: it may have been stored (and the claim released) since our first read
+        token, data, supported = await guarded.claim_and_read(key, ttl)
         if not supported:
             return Claim()
+        fresh = data is not None and data != ignore
         if token is not None:
-            # the entry may have been stored (and the claim released) between our read and our claim
-            data, _ = await guarded.get(key)
-            if data is None or data == ignore:
+            if not fresh:
                 return Claim(token=token)
             await guarded.release_claim(key, token)
+            return Claim(found=data)
+        if fresh:
             return Claim(found=data)
         if not await guarded.wait_for_claim(key, min(ttl, deadline - time.monotonic())):
             return Claim()
@@ -71,11 +73,29 @@ async def claim(guarded: FailOpen, key: str, ttl: float, *, ignore: bytes | None
         # released (or expired) without an entry: its holder failed or died; claim it ourselves
 
 
+@dataclass(slots=True)
+class Held:
+    """A claim being held: `store` writes the entry and releases the claim together (one round trip)."""
+
+    guarded: FailOpen
+    key: str
+    token: str | None
+    released: bool = False
+
+    async def store(self, value: bytes, ttl: float | None) -> bool:
+        if self.token is None:
+            return await self.guarded.set(self.key, value, ttl)
+        self.released = True
+        return await self.guarded.set_and_release(self.key, value, ttl, self.token)
+
+
 @contextlib.asynccontextmanager
-async def holding(guarded: FailOpen, key: str, token: str | None, ttl: float) -> AsyncIterator[None]:
-    """Keep a claim alive while the block makes and stores the entry, then release it (waking the waiters)."""
+async def holding(guarded: FailOpen, key: str, token: str | None, ttl: float) -> AsyncIterator[Held]:
+    """Keep a claim alive while the block makes and stores the entry (`Held.store`), then release it if the block
+    did not (waking the waiters)."""
+    held = Held(guarded, key, token)
     if token is None:
-        yield
+        yield held
         return
 
     async def renew() -> None:
@@ -87,9 +107,10 @@ async def holding(guarded: FailOpen, key: str, token: str | None, ttl: float) ->
 
     renewing = asyncio.get_running_loop().create_task(renew())
     try:
-        yield
+        yield held
     finally:
         renewing.cancel()
         with contextlib.suppress(BaseException):
             await renewing
-        await asyncio.shield(guarded.release_claim(key, token))
+        if not held.released:
+            await asyncio.shield(guarded.release_claim(key, token))

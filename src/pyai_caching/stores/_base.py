@@ -47,6 +47,23 @@ class Store(ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} has no cross-process claims")
 
+    async def claim_and_read(self, key: str, ttl: float) -> tuple[str | None, bytes | None]:
+        """`claim`, and the entry under `key` read right after, in one round trip where the backend can.
+
+        Raises:
+            NotImplementedError: the store has no cross-process claims.
+        """
+        token = await self.claim(key, ttl)
+        return token, await self.get(key)
+
+    async def set_and_release(self, key: str, value: bytes, ttl: float | None, token: str) -> None:
+        """`set`, then `release_claim`, in one round trip where the backend can. The claim is released even if the
+        write fails (which raises after it)."""
+        try:
+            await self.set(key, value, ttl)
+        finally:
+            await self.release_claim(key, token)
+
     async def renew_claim(self, key: str, token: str, ttl: float) -> bool:
         """Extend a claim this caller holds by `ttl` seconds; False if it was lost (expired, taken over)."""
         return True

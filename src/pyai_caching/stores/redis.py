@@ -149,6 +149,40 @@ class RedisStore(Store):
         )
         return token if acquired else None
 
+    async def claim_and_read(self, key: str, ttl: float) -> tuple[str | None, bytes | None]:
+        """`SET NX` on the lock and `GET` of the entry, pipelined: one round trip (a Cluster sends each to its node)."""
+        if not self.claims:
+            raise NotImplementedError("claims are switched off for this store")
+        token = secrets.token_hex(16)
+        ms = max(1, int(ttl * 1000))
+
+        async def both() -> tuple[str | None, bytes | None]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.set(_lock_name(key), token, nx=True, px=ms)
+                pipe.get(key)
+                acquired, data = await pipe.execute(raise_on_error=False)
+            if isinstance(acquired, Exception):
+                raise acquired
+            if isinstance(data, Exception):  # WRONGTYPE: not our entry, an unreadable one
+                data = b""
+            return (token if acquired else None), data
+
+        return await self._call("SET NX + GET", both, idempotent=False)
+
+    async def set_and_release(self, key: str, value: bytes, ttl: float | None, token: str) -> None:
+        """The entry's `SET` and the claim's release script, pipelined: one round trip."""
+        px = None if ttl is None else max(1, int(ttl * 1000))
+
+        async def both() -> None:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.set(key, value, px=px)
+                pipe.eval(_RELEASE, 1, _lock_name(key), token)
+                written, _ = await pipe.execute(raise_on_error=False)
+            if isinstance(written, Exception):
+                raise written
+
+        await self._call("SET + EVAL", both)
+
     async def renew_claim(self, key: str, token: str, ttl: float) -> bool:
         ms = max(1, int(ttl * 1000))
         return bool(await self._call("EVAL", lambda: self.client.eval(_RENEW, 1, _lock_name(key), token, ms)))
