@@ -47,7 +47,7 @@ class RedisStore(Store):
     """Seconds a claim lives without renewal (renewed every third of it while the model works): how long the
     miss of a crashed holder waits before another process takes it over."""
     claims: bool = True
-    """Cross-process single-flight (a claim per miss: three round trips). False: each process makes its own misses."""
+    """Cross-process single-flight (a claim per miss: one extra round trip). False: each process makes its own misses."""
     max_subscribers: int = 32
     """Waiters for other processes' claims that hold a pub/sub connection at once (the rest poll)."""
     claim_poll: float = 0.2
