@@ -260,3 +260,32 @@ def test_claims_can_be_switched_off(redis_url: str) -> None:
     for thread in threads:
         thread.join(30)
     assert calls == ["x", "x"]  # each loop made its own miss
+
+
+def test_a_loop_ending_during_the_write_still_writes_the_paid_answer_and_releases_its_claim(tmp_path: Path) -> None:
+    class SlowWrites(LocalStore):
+        async def set(self, key: str, value: bytes, ttl: float | None) -> None:
+            await asyncio.sleep(0.2)  # a write still in flight when the loop ends
+            await super().set(key, value, ttl)
+
+    store = SlowWrites(tmp_path / "cache")
+    agent = Agent(FunctionModel(lambda m, i: ModelResponse(parts=[TextPart("paid")]), model_name="m"))
+
+    async def main() -> None:
+        asyncio.get_running_loop().create_task(cached_agent_run(agent, "q", "t", store=store))
+        await asyncio.sleep(0.05)  # the model answered; its entry is being written: main returns now
+
+    asyncio.run(main())
+    assert store._claims == {}
+    assert asyncio.run(store.keys("pyai_caching:v2:t:")) != []
+
+
+async def test_a_read_failing_after_a_claim_releases_the_claim(tmp_path: Path) -> None:
+    class FailingReads(LocalStore):
+        async def get(self, key: str) -> bytes | None:
+            raise CacheError("I/O error")
+
+    store = FailingReads(tmp_path / "cache")
+    with pytest.raises(CacheError):
+        await store.claim_and_read("pyai_caching:v2:t:" + "0" * 64, 15.0)
+    assert store._claims == {}

@@ -192,12 +192,11 @@ async def _produce_and_store(
     cancelled = False
     stored = False
     if produced.data is not None:
-        writing = asyncio.ensure_future(held.store(produced.data, ttl))
         try:
-            stored = await asyncio.shield(writing)
-        except asyncio.CancelledError:  # the write goes on: wait for it, then let the cancellation through
+            stored = await held.store(produced.data, ttl)
+        except asyncio.CancelledError:  # (a loop shutting down) the paid answer is written first, then we stop
             cancelled = True
-            stored = await writing
+            stored = await held.store(produced.data, ttl)
     return produced, stored, cancelled
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -130,7 +131,13 @@ class FailOpen:
             self.errors += 1
             await self.release_claim(key, token)
             return False
-        stored = await self._call("writes", lambda: _true(self.store.set_and_release(key, value, ttl, token)), False)
+        try:
+            stored = await self._call(
+                "writes", lambda: _true(self.store.set_and_release(key, value, ttl, token)), False
+            )
+        except BaseException:  # cancelled mid-write: the claim must not outlive us
+            await asyncio.shield(self.release_claim(key, token))
+            raise
         if not stored:
             await self.release_claim(key, token)  # (a release after a failed write is harmless if it already ran)
         return stored

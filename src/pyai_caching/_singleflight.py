@@ -83,10 +83,11 @@ class Held:
     released: bool = False
 
     async def store(self, value: bytes, ttl: float | None) -> bool:
-        if self.token is None:
+        if self.token is None or self.released:
             return await self.guarded.set(self.key, value, ttl)
-        self.released = True
-        return await self.guarded.set_and_release(self.key, value, ttl, self.token)
+        stored = await self.guarded.set_and_release(self.key, value, ttl, self.token)
+        self.released = True  # only once it ran: a cancelled write leaves the release to `holding`
+        return stored
 
 
 @contextlib.asynccontextmanager

@@ -54,7 +54,12 @@ class Store(ABC):
             NotImplementedError: the store has no cross-process claims.
         """
         token = await self.claim(key, ttl)
-        return token, await self.get(key)
+        try:
+            return token, await self.get(key)
+        except BaseException:  # the claim must not outlive a failed read
+            if token is not None:
+                await self.release_claim(key, token)
+            raise
 
     async def set_and_release(self, key: str, value: bytes, ttl: float | None, token: str) -> None:
         """`set`, then `release_claim`, in one round trip where the backend can. The claim is released even if the

@@ -150,11 +150,14 @@ class RedisStore(Store):
         return token if acquired else None
 
     async def claim_and_read(self, key: str, ttl: float) -> tuple[str | None, bytes | None]:
-        """`SET NX` on the lock and `GET` of the entry, pipelined: one round trip (a Cluster sends each to its node)."""
+        """`SET NX` on the lock and `GET` of the entry, pipelined: one round trip (on a Cluster, one after the other)."""
         if not self.claims:
             raise NotImplementedError("claims are switched off for this store")
         token = secrets.token_hex(16)
         ms = max(1, int(ttl * 1000))
+
+        if isinstance(self.client, RedisCluster):  # lock and entry live on different nodes: in order, not in parallel
+            return await super().claim_and_read(key, ttl)
 
         async def both() -> tuple[str | None, bytes | None]:
             async with self.client.pipeline(transaction=False) as pipe:
@@ -170,7 +173,10 @@ class RedisStore(Store):
         return await self._call("SET NX + GET", both, idempotent=False)
 
     async def set_and_release(self, key: str, value: bytes, ttl: float | None, token: str) -> None:
-        """The entry's `SET` and the claim's release script, pipelined: one round trip."""
+        """The entry's `SET` and the claim's release script, pipelined: one round trip (on a Cluster, one after the
+        other: a waiter woken by the release must find the entry)."""
+        if isinstance(self.client, RedisCluster):
+            return await super().set_and_release(key, value, ttl, token)
         px = None if ttl is None else max(1, int(ttl * 1000))
 
         async def both() -> None:
