@@ -143,10 +143,9 @@ class TestStoreContract:
         assert await store.keys("none:") == []
 
     async def test_odd_keys_are_listed_as_they_were_written(self, store: Store) -> None:
-        listable = ODD_KEYS[:-2]  # not the last two: LocalStore shortens parts longer than 200 characters
-        for key in listable:
+        for key in ODD_KEYS:  # the last two have parts too long for a file name: stores still list them
             await store.set(key, b"v", 60)
-        assert await store.keys("") == sorted(listable)
+        assert await store.keys("") == sorted(ODD_KEYS)
 
     async def test_get_including_expired_never_removes(self, store: Store) -> None:
         await store.set("ns:v1:t:short", b"short", 0.1)

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from ..exceptions import CacheError, ConfigurationError
 from ._base import Store
@@ -81,9 +81,29 @@ class LocalStore(Store):
         return await off_loop(read)
 
     async def keys(self, prefix: str) -> list[str]:
-        """Entry keys under `prefix` (an entry whose key had a part longer than 200 characters is not listed: its
-        file name holds a digest of that part)."""
-        return await off_loop(lambda: sorted(k for k in entry_keys(self.root) if k.startswith(prefix)))
+        """Entry keys under `prefix` (an entry whose key had a part too long for a file name names its key in its
+        first line)."""
+        return await off_loop(lambda: sorted(k for k in self._all_keys() if k.startswith(prefix)))
+
+    def _all_keys(self) -> list[str]:
+        """`entry_keys`, plus the keys of entries whose path was shortened (their first line names them)."""
+        keys = list(entry_keys(self.root))
+        if self.root.is_dir():
+            for path in self.root.rglob("*.json"):
+                relative = path.relative_to(self.root).parts
+                if relative[0] == COUNTERS_DIR or not any("%~" in part for part in relative):
+                    continue
+                try:
+                    with open(path, "rb") as f:
+                        header = f.readline()
+                except OSError:
+                    continue
+                _, marker, quoted = header.rstrip(b"\n").partition(b" key=")
+                if marker:
+                    key = unquote(quoted.decode())
+                    if self.path_for(key) == path:
+                        keys.append(key)
+        return keys
 
     async def set(self, key: str, value: bytes, ttl: float | None) -> None:
         await off_loop(self._set, key, value, ttl)
@@ -155,7 +175,10 @@ class LocalStore(Store):
         path = self.path_for(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         expires = _NEVER if ttl is None else repr(time.time() + ttl).encode()
-        write_atomic(path, _HEADER + expires + b"\n" + value)
+        header = _HEADER + expires
+        if "%~" in path.name or any("%~" in part for part in path.parent.relative_to(self.root).parts):
+            header += b" key=" + quote(key, safe="").encode()  # a shortened path cannot be read back as the key
+        write_atomic(path, header + b"\n" + value)
 
     def _delete(self, key: str) -> bool:
         path = self.path_for(key)
@@ -202,7 +225,7 @@ def _parse_entry(data: bytes) -> tuple[Literal["live", "expired", "invalid"], by
     header, newline, value = data.partition(b"\n")
     if not newline or not header.startswith(_HEADER):
         return "invalid", b""
-    expires = header[len(_HEADER) :]
+    expires = header[len(_HEADER) :].split(b" ", 1)[0]
     if expires == _NEVER:
         return "live", value
     try:
