@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._clearing import matching_keys
+from ._copying import copy_keys, current_prefix
 from ._keys import KEY_VERSION
 from .stores import Store
 
@@ -70,7 +71,7 @@ def parse_envelope(data: bytes) -> dict[str, Any] | None:
 
 def entry_prefix(namespace: str, task: str | None) -> str:
     """The keys calls read today: the current key version, of one task or all."""
-    return f"{namespace}:{KEY_VERSION}:" + (f"{task}:" if task is not None else "")
+    return current_prefix(namespace, task)
 
 
 # --- reading and copying entries ---------------------------------------------------------------------------------
@@ -158,21 +159,10 @@ async def copy_with_progress(
     ttl: float | None,
     progress: Callable[[int], contextlib.AbstractContextManager[Callable[[], None]]],
 ) -> int:
-    """Copy the entries under `prefix` from `source` to `target` byte for byte, advancing `progress(total)`; how
-    many."""
+    """`copy_keys`, advancing `progress(total)`; how many entries were copied."""
     keys = await source.keys(prefix)
-    limit = asyncio.Semaphore(_CONCURRENCY)
     with progress(len(keys)) as advance:
-
-        async def copy(key: str) -> bool:
-            async with limit:
-                data = await source.get(key)  # an entry that expired meanwhile is skipped
-                if data is not None:
-                    await target.set(key, data, ttl)
-            advance()
-            return data is not None
-
-        return sum(await asyncio.gather(*(copy(key) for key in keys)))
+        return await copy_keys(source, target, keys, ttl, advance)
 
 
 def _set_environment(name: str, value: str | None) -> None:

@@ -6,6 +6,7 @@ Promote answers recorded in production (Redis) into fixtures, or warm a cache fr
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -51,17 +52,33 @@ async def copy_entries(
     if task_name is not None:
         check_task_name(task_name)
     seconds = resolve_ttl(ttl)
-    prefix = f"{resolve_namespace(namespace)}:{KEY_VERSION}:" + (f"{task_name}:" if task_name is not None else "")
-    keys = await source.keys(prefix)
+    keys = await source.keys(current_prefix(resolve_namespace(namespace), task_name))
+    return await copy_keys(source, target, keys, seconds)
+
+
+def current_prefix(namespace: str, task_name: str | None) -> str:
+    """The keys calls read today: the current key version, of one task or of all."""
+    return f"{namespace}:{KEY_VERSION}:" + (f"{task_name}:" if task_name is not None else "")
+
+
+async def copy_keys(
+    source: Store,
+    target: Store,
+    keys: list[str],
+    ttl: float | None,
+    advance: Callable[[], None] | None = None,
+) -> int:
+    """Copy the entries under `keys` byte for byte (calling `advance` after each); how many were copied."""
     limit = asyncio.Semaphore(_CONCURRENCY)
 
     async def copy(key: str) -> bool:
         async with limit:
-            data = await source.get(key)
-            if data is None:
-                return False
-            await target.set(key, data, seconds)
-            return True
+            data = await source.get(key)  # an entry that expired meanwhile is skipped
+            if data is not None:
+                await target.set(key, data, ttl)
+        if advance is not None:
+            advance()
+        return data is not None
 
     return sum(await asyncio.gather(*(copy(key) for key in keys)))
 

@@ -82,7 +82,7 @@ class FailOpen:
     def __post_init__(self) -> None:
         clock = lambda: self.clock()  # noqa: E731 - read at each use: the clock can be replaced (tests)
         self._all = _Breaker("", clock, self.cooldown)
-        self._kinds = {kind: _Breaker(kind, clock, self.cooldown) for kind in ("reads", "writes", "counters", "claims")}
+        self._kinds = {kind: _Breaker(kind, clock, self.cooldown) for kind in ("reads", "writes", "counters")}
 
     @property
     def available(self) -> bool:
@@ -103,15 +103,6 @@ class FailOpen:
         """True if the entry was stored."""
         return await self._call("writes", lambda: _true(self.store.set(key, value, ttl)), False)
 
-    async def claim(self, key: str, ttl: float) -> tuple[str | None, bool]:
-        """A claim token (or None: another process holds it), and whether cross-process claims are in use at all
-        (False: the store has none, or failed; the caller then makes the entry itself)."""
-        try:
-            token = await self._call("claims", lambda: self.store.claim(key, ttl), _FAILED, passthrough=NotImplementedError)
-        except NotImplementedError:
-            return None, False
-        return (None, False) if token is _FAILED else (token, True)  # type: ignore[return-value]
-
     async def claim_and_read(self, key: str, ttl: float) -> tuple[str | None, bytes | None, bool]:
         """`claim` and the entry read with it: (token or None, the entry or None, whether claims are in use)."""
         try:
@@ -127,10 +118,6 @@ class FailOpen:
 
     async def set_and_release(self, key: str, value: bytes, ttl: float | None, token: str) -> bool:
         """Store the entry and release the claim; True if stored. The release is tried even when writes are off."""
-        if not (self._all.available and self._kinds["writes"].available):
-            self.errors += 1
-            await self.release_claim(key, token)
-            return False
         try:
             stored = await self._call(
                 "writes", lambda: _true(self.store.set_and_release(key, value, ttl, token)), False
@@ -167,11 +154,11 @@ class FailOpen:
     async def _call(
         self, kind: str, op: Callable[[], Awaitable[T]], fallback: T, *, passthrough: type[Exception] | None = None
     ) -> T:
-        own = self._kinds[kind]
         # claims only save money: one failing never switches claims off for the next (a held claim's waiters
         # would then all pay), and they trip no breaker; a store that is down is skipped for them too
         transient = kind == "claims"
-        if not (self._all.available and (transient or own.available)):
+        own = None if transient else self._kinds[kind]
+        if not (self._all.available and (own is None or own.available)):
             self.errors += 1
             return fallback
         started = self.clock()
@@ -181,13 +168,14 @@ class FailOpen:
             if passthrough is not None and isinstance(exc, passthrough):
                 raise
             self.errors += 1
-            if not transient:
-                (own if isinstance(exc, CacheError) and exc.refused else self._all).failed(exc)
-            else:
+            if own is None:
                 logger.debug("claim on the store failed, making the entry without it: %s", exc)
+            else:
+                (own if isinstance(exc, CacheError) and exc.refused else self._all).failed(exc)
             return fallback
         self._all.succeeded(started)
-        own.succeeded(started)
+        if own is not None:
+            own.succeeded(started)
         return result
 
 

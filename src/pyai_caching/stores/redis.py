@@ -18,7 +18,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from ..exceptions import CacheError, ConfigurationError
+from ..exceptions import CacheError
 from ._base import Store
 from ._redis_urls import REDIS_SCHEMES, client_for_url
 
