@@ -14,13 +14,32 @@ from pydantic import BaseModel
 from pyai_caching import CacheMissError, ConfigurationError, LocalStore, MemoryStore, get_stats, llm_cache
 
 
+class Calls:
+    """What the decorated functions were called with: an object the key leaves alone (a list would be keyed as
+    the plain data it is, and change the key on every call)."""
+
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+
+    def append(self, value: Any) -> None:
+        self.seen.append(value)
+
+    def __len__(self) -> int:
+        return len(self.seen)
+
+    def __eq__(self, other: object) -> bool:
+        return self.seen == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 class Summary(BaseModel):
     title: str
     words: int
 
 
 async def test_an_async_function_returning_a_pydantic_model() -> None:
-    store, calls = MemoryStore(), []
+    store, calls = MemoryStore(), Calls()
 
     @llm_cache("summaries", store=store)
     async def summarize(text: str, *, style: str = "short") -> Summary:
@@ -39,7 +58,7 @@ async def test_an_async_function_returning_a_pydantic_model() -> None:
 
 
 def test_a_sync_function_in_a_script(tmp_path: Path) -> None:
-    calls: list[int] = []
+    calls = Calls()
 
     @llm_cache("sums", store=LocalStore(tmp_path / "cache"))
     def add(a: int, b: int) -> int:
@@ -51,7 +70,7 @@ def test_a_sync_function_in_a_script(tmp_path: Path) -> None:
 
 
 def test_a_generator_replays_its_chunks_in_order() -> None:
-    store, calls = MemoryStore(), []
+    store, calls = MemoryStore(), Calls()
 
     @llm_cache("stream", store=store)
     def stream(prompt: str) -> Iterator[str]:
@@ -64,7 +83,7 @@ def test_a_generator_replays_its_chunks_in_order() -> None:
 
 
 async def test_an_async_generator_is_stored_only_when_it_finished() -> None:
-    store, calls = MemoryStore(), []
+    store, calls = MemoryStore(), Calls()
 
     @llm_cache("astream", store=store)
     async def stream(prompt: str) -> AsyncIterator[str]:
@@ -92,7 +111,7 @@ async def test_arguments_with_no_json_form_need_key() -> None:
     with pytest.raises(TypeError, match="pass key= to @llm_cache"):
         await ask(Client(), "q")
 
-    calls: list[str] = []
+    calls = Calls()
 
     @llm_cache("clients", store=MemoryStore(), key=lambda client, question: {"question": question})
     async def ask_keyed(client: Client, question: str) -> str:
@@ -103,7 +122,7 @@ async def test_arguments_with_no_json_form_need_key() -> None:
 
 
 async def test_modes_and_bad_configuration() -> None:
-    store, calls = MemoryStore(), []
+    store, calls = MemoryStore(), Calls()
 
     @llm_cache("modes", store=store)
     async def answer(q: str) -> str:
@@ -139,3 +158,19 @@ async def test_the_function_body_is_part_of_the_key() -> None:
     assert [await prompt_v1("q"), await prompt_v2("q")] == ["v1", "v2"]
 
 
+
+
+async def test_plain_data_the_function_closes_over_is_part_of_the_key() -> None:
+    store = MemoryStore()
+
+    def make(settings: dict[str, str]) -> Any:
+        @llm_cache("factories", store=store)
+        async def ask(q: str) -> str:
+            return f"{settings['language']}: {q}"
+
+        return ask
+
+    assert [await make({"language": "German"})("hi"), await make({"language": "French"})("hi")] == [
+        "German: hi",
+        "French: hi",
+    ]

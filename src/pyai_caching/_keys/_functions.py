@@ -91,9 +91,12 @@ def function_data(fn: types.FunctionType, model_state: bool | None = None) -> di
 
 
 def callable_data(fn: types.FunctionType) -> dict[str, Any]:
-    """A function decorated with `@llm_cache`: as `function_data`, but the mutable values it closes over or rebinds
-    are its own state (a call counter, a client), not what it answers; module-level plain data it reads is keyed."""
+    """A function decorated with `@llm_cache`: as `function_data`, with the plain data it closes over (a settings
+    dict) and the module-level plain data it reads keyed by value; the names it rebinds (`nonlocal`) and the other
+    mutable objects it closes over (a client) are its own state, not what it answers."""
     data = function_data(fn, model_state=True)
+    if fn.__closure__:
+        data["closure"] = _closure_data(fn, True, keep_plain=True)
     read = _global_data(fn)
     if read:
         data["globals"] = read
@@ -145,9 +148,10 @@ def _is_plain_data(value: Any, depth: int = 0) -> bool:
     return all(_is_plain_data(v, depth + 1) for v in value)
 
 
-def _closure_data(fn: types.FunctionType, model_state: bool) -> dict[str, Any]:
+def _closure_data(fn: types.FunctionType, model_state: bool, *, keep_plain: bool = False) -> dict[str, Any]:
     """The values `fn` closes over: scalars as they are, the rest encoded now (while `fn` is marked in progress,
-    so a recursive closure ends)."""
+    so a recursive closure ends). As model state, rebound names and mutable values are left out (`keep_plain`:
+    but not mutable plain data)."""
     cells: dict[str, Any] = {}
     nested: list[tuple[str, Any]] = []
     for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):
@@ -155,7 +159,10 @@ def _closure_data(fn: types.FunctionType, model_state: bool) -> dict[str, Any]:
             value = cell.cell_contents
         except ValueError:  # an empty cell (not yet assigned)
             continue
-        if model_state and (name in _rebound_names(fn.__code__) or not _is_immutable(value)):
+        if model_state and (
+            name in _rebound_names(fn.__code__)
+            or not (_is_immutable(value) or (keep_plain and _is_plain_data(value)))
+        ):
             continue
         if value is None or type(value) in (str, int, float, bool):
             cells[name] = value
