@@ -141,6 +141,10 @@ async def test_modes_and_bad_configuration() -> None:
         llm_cache("modes", mode="record")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="task_name"):
         llm_cache("two words")
+    with pytest.raises(TypeError, match="store must be a pyai_caching Store"):
+        llm_cache("modes", store="redis://localhost")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="key must be a function"):
+        llm_cache("modes", key="question")  # type: ignore[arg-type]
     assert calls == ["recorded"]
 
 

@@ -69,6 +69,8 @@ def llm_cache(
     seconds = resolve_ttl(ttl)
     if mode is not None:
         resolve_mode(mode)
+    if store is not None and not isinstance(store, Store):
+        raise TypeError(f"store must be a pyai_caching Store, not {type(store).__name__}")
     if key is not None and not callable(key):
         raise TypeError("key must be a function of the decorated function's arguments")
 
