@@ -14,6 +14,7 @@ from ._decorator import llm_cache
 from ._explain import Explanation
 from ._explain_run import explain, explain_sync
 from ._reports import flush, get_stats, get_stats_sync
+from ._response_cache import ResponseCache
 from ._result import CachedAgentRunResult
 from ._run import cached_agent_run, cached_agent_run_sync
 from .costs import DEFAULT_COSTS, ModelCosts, Price, price_usage
@@ -33,6 +34,7 @@ __all__ = (
     "cached_agent_run",
     "cached_agent_run_sync",
     "llm_cache",
+    "ResponseCache",
     "CacheMode",
     "CachedAgentRunResult",
     "get_stats",

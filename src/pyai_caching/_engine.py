@@ -22,7 +22,7 @@ from ._codec import DecodeError
 from ._config import CacheMode
 from ._registry import Cache
 
-__all__ = ("Missing", "Outcome", "Produced", "fetch")
+__all__ = ("Missing", "Outcome", "Produced", "fetch", "read")
 
 logger = logging.getLogger("pyai_caching")
 
@@ -114,6 +114,48 @@ async def fetch(
     produced, stored = await flight.answer  # only the leader awaits it: cancelling it cancels no one else
     failed_write = produced.data is not None and not stored
     return Outcome(produced.value, hit=produced.found, errors=errors + failed_write)
+
+
+async def read(
+    flights: dict[Any, Any],
+    cache: Cache,
+    key: str,
+    *,
+    mode: CacheMode,
+    decode: Callable[[bytes], E],
+) -> Outcome[E | None]:
+    """The value for `key` without producing it, for callers that produce as they hand out (streams): a flight in
+    progress first (its answer, once it is ready), then the store, as the mode says. A `value` of None is a miss:
+    the caller produces the value itself and stores it when complete (streams are not collapsed: a stream is
+    never held back waiting for another caller's).
+
+    Raises:
+        Missing: in `replay` mode, when there is no entry to answer with.
+    """
+    if mode in ("off", "refresh"):
+        return Outcome(None, hit=False, errors=0)
+    flight: _Flight[Any] | None = flights.get((cache, key))
+    if flight is not None:
+        try:
+            produced, _ = await asyncio.shield(flight.shared)
+            if produced.data is not None:
+                return Outcome(decode(produced.data), hit=True, errors=0)
+        except Exception:  # noqa: BLE001 - the flight failed or its answer has no entry: read the store
+            pass
+    replay = mode == "replay"
+    data, failed = await (cache.guarded.get_including_expired(key) if replay else cache.guarded.get(key))
+    errors = int(failed)
+    if data is not None:
+        try:
+            return Outcome(decode(data), hit=True, errors=errors)
+        except DecodeError as exc:
+            if replay:
+                raise Missing(key, drift=exc) from exc
+            errors += 1
+            logger.warning("unreadable cache entry %s (calling the model and overwriting it): %s", key, exc)
+    if replay:
+        raise Missing(key, store_failed=bool(failed))
+    return Outcome(None, hit=False, errors=errors)
 
 
 async def _follow(

@@ -152,6 +152,9 @@ def _data_fields(cls: type) -> tuple[tuple[str, ...], str | None]:
     Messages and parts are keyed by content alone: their `kind` fields already say what they are,
     and fields naming a particular run (timestamps, ids, usage) are left out.
     """
+    declared = getattr(cls, "_pyai_caching_key_fields", None)
+    if declared is not None:  # a class of ours that says which of its fields change an answer (`ResponseCache`: none)
+        return tuple(declared), qualname(cls)
     # private fields a dataclass computes itself (`init=False`: CombinedCapability's dispatch tables) derive from the rest
     fields = [f.name for f in dataclasses.fields(cls) if f.init or not f.name.startswith("_")]
     names = [n for n in fields if not n.startswith("_") or n in _PRIVATE_PART_FIELDS]

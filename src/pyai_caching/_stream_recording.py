@@ -1,0 +1,63 @@
+"""Recording a live model stream as it is read, and replaying a recording.
+
+The recorder sits on the stream's own event iterator, so whoever reads the stream (the agent graph, an
+`event_stream_handler`) sees exactly the events it would have seen, and the recording holds each event as it
+was yielded (a snapshot: later deltas do not change it) with when it arrived.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic_ai.messages import ModelResponseStreamEvent
+from pydantic_ai.models import StreamedResponse
+
+__all__ = ("Recording", "record_events")
+
+
+@dataclass(eq=False)
+class Recording:
+    """The events a stream yielded so far; `complete` once it was read to its end."""
+
+    events: list[ModelResponseStreamEvent] | None = field(default_factory=list)
+    """None when the stream could not be recorded (it was already being read)."""
+    offsets: list[float] | None = field(default_factory=list)
+    complete: bool = False
+
+
+def record_events(stream: StreamedResponse) -> Recording:
+    """Record `stream`'s events as they are read. Does nothing (a `Recording` with no events) when the stream's
+    iterator already started, or this PydanticAI keeps it elsewhere: such a stream is answered, not stored."""
+    if getattr(stream, "_event_iterator", False) is not None:
+        return Recording(events=None, offsets=None)
+    recording = Recording()
+    inner = type(stream).__aiter__(stream)  # the iterator the stream would hand out: PartEnd and FinalResult included
+    started = time.perf_counter()
+
+    async def recorded() -> AsyncIterator[ModelResponseStreamEvent]:
+        assert recording.events is not None and recording.offsets is not None
+        async for event in inner:
+            recording.events.append(copy.deepcopy(event))
+            recording.offsets.append(time.perf_counter() - started)
+            yield event
+        recording.complete = True
+
+    stream._event_iterator = recorded()  # pyright: ignore[reportPrivateUsage]
+    return recording
+
+
+async def paced(events: list[Any], offsets: list[float] | None, speed: float | None) -> AsyncIterator[Any]:
+    """`events` in order; with a `speed`, at their recorded times divided by it (1.0: as they first arrived)."""
+    import asyncio  # noqa: PLC0415
+
+    started = time.perf_counter()
+    for index, event in enumerate(events):
+        if speed and offsets is not None:
+            delay = offsets[index] / speed - (time.perf_counter() - started)
+            if delay > 0:
+                await asyncio.sleep(delay)
+        yield event

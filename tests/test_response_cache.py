@@ -1,0 +1,297 @@
+"""`ResponseCache`: each model request cached on its own; the agent loop (and its tools) still runs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from pydantic_ai import Agent
+from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, ToolCallPart, ToolReturnPart, UserPromptPart
+from pydantic_ai.models import ModelRequestParameters
+from pydantic_ai.models.function import AgentInfo, DeltaToolCall, FunctionModel
+from pydantic_ai.models.test import TestModel
+from pydantic_ai.tools import ToolDefinition
+
+from pyai_caching import (
+    CacheMissError,
+    ExpenseEvent,
+    MemoryStore,
+    ModelCosts,
+    ResponseCache,
+    cached_agent_run,
+    get_stats,
+)
+from pyai_caching._keys import request_digest
+from pyai_caching._keys._requests import model_request_digest
+
+COSTS = {"function:answer:stream_answer": ModelCosts(cost_per_million_input_tokens=1e6, cost_per_million_output_tokens=0)}
+"""$1 per input token: every response has a visible price."""
+
+
+@dataclass
+class Calls:
+    requests: list[str] = field(default_factory=list)
+    tools: list[str] = field(default_factory=list)
+
+
+def weather_agent(calls: Calls, **cache: Any) -> Agent[None, str]:
+    """A model that asks for the weather tool, then answers with what it returned (streamed in three chunks)."""
+
+    def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        last = messages[-1].parts[-1]
+        calls.requests.append(type(last).__name__)
+        if isinstance(last, ToolReturnPart):
+            return ModelResponse(parts=[TextPart(f"It is {last.content}.")])
+        return ModelResponse(parts=[ToolCallPart("weather", {"city": "Paris"})])
+
+    async def stream_answer(messages: list[ModelMessage], info: AgentInfo) -> Any:
+        last = messages[-1].parts[-1]
+        calls.requests.append(type(last).__name__)
+        if isinstance(last, ToolReturnPart):
+            for chunk in ("It ", "is ", f"{last.content}", "."):
+                yield chunk
+        else:
+            yield {0: DeltaToolCall(name="weather", json_args='{"city": ')}
+            yield {0: DeltaToolCall(json_args='"Paris"}')}
+
+    cache.setdefault("store", MemoryStore())
+    cache.setdefault("custom_costs", COSTS)
+    agent = Agent(FunctionModel(answer, stream_function=stream_answer), capabilities=[ResponseCache(task_name="weather", **cache)])
+
+    @agent.tool_plain
+    def weather(city: str) -> str:
+        calls.tools.append(city)
+        return "sunny"
+
+    return agent
+
+
+def cached_marks(messages: list[ModelMessage]) -> list[bool]:
+    return [bool((m.metadata or {}).get("pyai_caching", {}).get("cached")) for m in messages if isinstance(m, ModelResponse)]
+
+
+def content(messages: list[ModelMessage]) -> list[Any]:
+    """Messages by their parts' content, without timestamps and ids."""
+    out = []
+    for message in messages:
+        for part in message.parts:
+            data = {k: v for k, v in vars(part).items() if k not in ("timestamp", "tool_call_id", "id")}
+            out.append((type(part).__name__, json.dumps(data, default=str, sort_keys=True)))
+    return out
+
+
+async def test_tools_run_on_every_run_and_each_distinct_request_reaches_the_model_once() -> None:
+    calls = Calls()
+    agent = weather_agent(calls)
+    first = await agent.run("weather?")
+    second = await agent.run("weather?")
+    assert first.output == second.output == "It is sunny."
+    assert calls.tools == ["Paris", "Paris"]  # the agent loop ran both times
+    assert calls.requests == ["UserPromptPart", "ToolReturnPart"]  # the model only the first time
+    assert cached_marks(first.all_messages()) == [False, False]
+    assert cached_marks(second.all_messages()) == [True, True]
+    assert second.usage == first.usage  # the recorded usage stays on the responses
+    assert content(second.all_messages()) == content(first.all_messages())
+    assert second.run_id != first.run_id
+
+
+async def test_a_changed_request_reaches_the_model() -> None:
+    calls = Calls()
+    agent = weather_agent(calls)
+    await agent.run("weather?")
+    await agent.run("weather today?")
+    await agent.run("weather?", model_settings={"temperature": 0.3})
+    assert calls.requests == ["UserPromptPart", "ToolReturnPart"] * 3
+
+
+async def test_a_stream_is_replayed_with_its_original_chunks() -> None:
+    calls = Calls()
+    agent = weather_agent(calls)
+    deltas = []
+    for _ in range(2):
+        async with agent.run_stream("weather?") as stream:
+            deltas.append([d async for d in stream.stream_text(delta=True, debounce_by=None)])
+            usage = stream.usage
+    assert deltas[0] == deltas[1] == ["It ", "is ", "sunny", "."]
+    assert calls.requests == ["UserPromptPart", "ToolReturnPart"]
+    assert calls.tools == ["Paris", "Paris"]
+    assert usage.requests == 2
+
+
+async def test_streamed_and_plain_requests_share_entries_both_ways() -> None:
+    calls = Calls()
+    plain_first = weather_agent(calls)
+    await plain_first.run("weather?")
+    async with plain_first.run_stream("weather?") as stream:
+        assert [d async for d in stream.stream_text(delta=True, debounce_by=None)] == ["It is sunny."]  # one event per part
+    assert len(calls.requests) == 2
+
+    calls = Calls()
+    streamed_first = weather_agent(calls)
+    async with streamed_first.run_stream("weather?") as stream:
+        await stream.get_output()
+    result = await streamed_first.run("weather?")
+    assert result.output == "It is sunny." and len(calls.requests) == 2
+    assert cached_marks(result.all_messages()) == [True, True]
+
+
+async def test_a_stream_read_part_way_is_not_stored() -> None:
+    calls = Calls()
+    agent = weather_agent(calls)
+    async with agent.run_stream("weather?") as stream:
+        async for _ in stream.stream_text(delta=True, debounce_by=None):
+            break
+    assert calls.requests == ["UserPromptPart", "ToolReturnPart"]
+    async with agent.run_stream("weather?") as stream:
+        assert await stream.get_output() == "It is sunny."
+    # the tool call request was read to its end (stored); the answer was not, so it is asked again
+    assert calls.requests == ["UserPromptPart", "ToolReturnPart", "ToolReturnPart"]
+
+
+async def test_iter_and_run_stream_events_work_unchanged() -> None:
+    calls = Calls()
+    agent = weather_agent(calls)
+    async with agent.run_stream_events("weather?") as events:
+        live = [type(e).__name__ async for e in events]
+    async with agent.run_stream_events("weather?") as events:
+        replayed = [type(e).__name__ async for e in events]
+    assert replayed == live and "FunctionToolResultEvent" in live
+    async with agent.iter("weather?") as run:
+        async for _ in run:
+            pass
+    assert run.result is not None and run.result.output == "It is sunny."
+    assert len(calls.requests) == 2 and len(calls.tools) == 3
+
+
+async def test_replay_answers_recorded_requests_and_explains_a_new_one() -> None:
+    store = MemoryStore()
+    calls = Calls()
+    await weather_agent(calls, store=store).run("weather?")
+    replaying = weather_agent(calls, store=store, mode="replay")
+    assert (await replaying.run("weather?")).output == "It is sunny."
+    with pytest.raises(CacheMissError) as missed:
+        await replaying.run("weather tomorrow?")
+    assert "message 1 (user prompt) differs" in str(missed.value)
+    assert len(calls.requests) == 2
+
+
+async def test_hits_are_saved_never_spent() -> None:
+    store, events = MemoryStore(), []
+    calls = Calls()
+    agent = weather_agent(calls, store=store, expense_recorder=type("R", (), {"record": lambda self, e: events.append(e)})())
+    await agent.run("weather?")
+    await agent.run("weather?")
+    misses, hits = events[:2], events[2:]
+    assert all(isinstance(e, ExpenseEvent) for e in events)
+    assert [e.cached for e in misses] == [False, False] and [e.cached for e in hits] == [True, True]
+    assert all(e.cost and e.cost > 0 for e in misses)
+    assert [e.saved for e in hits] == [e.cost for e in misses] and all(e.cost == 0.0 for e in hits)
+    stats = (await get_stats("weather", store=store)).tasks["weather"]
+    assert (stats.hits, stats.misses) == (2, 2)
+    assert stats.cost_saved == pytest.approx(stats.cost_spent) and stats.cost_spent > 0
+
+
+async def test_an_unreadable_entry_is_a_miss_and_is_overwritten() -> None:
+    store, calls = MemoryStore(), Calls()
+    agent = weather_agent(calls, store=store)
+    await agent.run("weather?")
+    for key in await store.keys("pyai_caching:v2:weather:"):
+        await store.set(key, b"{not json", None)
+    assert (await agent.run("weather?")).output == "It is sunny."
+    assert (await agent.run("weather?")).output == "It is sunny."
+    assert len(calls.requests) == 4
+
+
+async def test_a_failing_store_never_fails_the_request() -> None:
+    class Broken(MemoryStore):
+        async def get(self, key: str) -> bytes | None:
+            raise ConnectionError("down")
+
+        async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+            raise ConnectionError("down")
+
+    calls = Calls()
+    agent = weather_agent(calls, store=Broken())
+    assert (await agent.run("weather?")).output == "It is sunny."
+    assert (await agent.run("weather?")).output == "It is sunny."
+    assert len(calls.requests) == 4
+
+
+def test_bad_arguments_are_rejected_when_the_capability_is_made() -> None:
+    with pytest.raises(ValueError):
+        ResponseCache(task_name="")
+    with pytest.raises(TypeError, match="Store"):
+        ResponseCache(task_name="t", store="redis://localhost")  # type: ignore[arg-type]
+    with pytest.raises(Exception, match="mode"):
+        ResponseCache(task_name="t", mode="sometimes")  # type: ignore[arg-type]
+
+
+def test_a_whole_run_key_does_not_depend_on_how_responses_are_cached() -> None:
+    a = Agent(TestModel(), capabilities=[ResponseCache(task_name="a", store=MemoryStore())])
+    b = Agent(TestModel(), capabilities=[ResponseCache(task_name="b", ttl=5)])
+    assert request_digest(a, "q", [], {}) == request_digest(b, "q", [], {})
+
+
+async def test_whole_run_caching_over_response_caching() -> None:
+    calls = Calls()
+    agent = weather_agent(calls)
+    store = MemoryStore()
+    first = await cached_agent_run(agent, "weather?", "runs", store=store)
+    second = await cached_agent_run(agent, "weather?", "runs", store=store)
+    assert second.cached and second.output == first.output
+    assert calls.tools == ["Paris"]  # a whole-run hit skips the tools
+
+
+# --- the key: what the model receives
+
+
+def _request(prompt: str, *, call_id: str = "pyd_ai_1111") -> list[ModelMessage]:
+    return [
+        ModelRequest(parts=[UserPromptPart(prompt)]),
+        ModelResponse(parts=[ToolCallPart("weather", {"city": "Paris"}, tool_call_id=call_id)]),
+        ModelRequest(parts=[ToolReturnPart("weather", "sunny", tool_call_id=call_id)]),
+    ]
+
+
+def _params(**kwargs: Any) -> ModelRequestParameters:
+    tool = ToolDefinition(name="weather", parameters_json_schema={"type": "object", "properties": {"city": {"type": "string"}}})
+    return ModelRequestParameters(function_tools=[tool], **kwargs)
+
+
+def test_generated_tool_call_ids_do_not_change_the_key_but_provider_ids_do() -> None:
+    model = TestModel()
+    key = model_request_digest(model, _request("q"), None, _params())
+    assert model_request_digest(model, _request("q", call_id="pyd_ai_2222"), None, _params()) == key
+    assert model_request_digest(model, _request("q", call_id="call_abc"), None, _params()) != model_request_digest(
+        model, _request("q", call_id="call_xyz"), None, _params()
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"prompt": "other"},
+        {"settings": {"temperature": 0.5}},
+        {"params": {"allow_text_output": False}},
+        {"params": {"function_tools": []}},
+        {"model": TestModel(custom_output_text="x")},
+    ],
+)
+def test_each_part_of_the_request_is_in_the_key(change: dict[str, Any]) -> None:
+    base = {"prompt": "q", "settings": {"temperature": 0.0}, "params": {}, "model": TestModel()}
+
+    def key(**over: Any) -> str:
+        spec = {**base, **over}
+        params = _params() if not spec["params"] else ModelRequestParameters(**{"function_tools": _params().function_tools, **spec["params"]})
+        return model_request_digest(spec["model"], _request(spec["prompt"]), spec["settings"], params)
+
+    assert key(**change) != key()
+
+
+def test_transport_settings_are_not_in_the_key() -> None:
+    model = TestModel()
+    assert model_request_digest(model, _request("q"), {"timeout": 5, "max_retries": 2}, _params()) == model_request_digest(
+        model, _request("q"), {}, _params()
+    )
