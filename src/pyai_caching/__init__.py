@@ -17,6 +17,8 @@ from ._reports import flush, get_stats, get_stats_sync
 from ._response_cache import ResponseCache
 from ._result import CachedAgentRunResult
 from ._run import cached_agent_run, cached_agent_run_sync
+from ._stream_result import CachedStreamedRunResult
+from ._stream_run import cached_agent_run_stream
 from .costs import DEFAULT_COSTS, ModelCosts, Price, price_usage
 from ._config import CacheMode
 from .exceptions import CacheDriftError, CacheError, CacheMissError, ConfigurationError, PyaiCachingError, UsageLimitExceeded
@@ -33,6 +35,8 @@ __all__ = (
     "__version__",
     "cached_agent_run",
     "cached_agent_run_sync",
+    "cached_agent_run_stream",
+    "CachedStreamedRunResult",
     "llm_cache",
     "ResponseCache",
     "CacheMode",

@@ -23,6 +23,7 @@ from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.settings import ModelSettings
 
 from ._retry import Backoff, Budget, call_with_backoff
+from ._stream_recording import Recording, record_events
 
 __all__ = ("Attempts", "RequestRetries", "RetryingModel", "has_model_fallback")
 
@@ -44,6 +45,9 @@ class Attempts:
     """Attempts that raised (rate limits, server errors, timeouts), retried or not."""
     streams: list[StreamedResponse] = field(default_factory=list)
     """Streamed responses opened; their final responses are priced when the run ends."""
+    record: bool = False
+    """Record each stream's events as it is read (`recordings`, in the order the streams were opened)."""
+    recordings: list[Recording] = field(default_factory=list)
 
     def all_responses(self) -> list[ModelResponse]:
         """Responses received, streamed ones included (as far as they got)."""
@@ -108,6 +112,8 @@ class RetryingModel(WrapperModel):
 
         context, stream = await self.attempts.send(open_stream)
         self.attempts.streams.append(stream)
+        if self.attempts.record:
+            self.attempts.recordings.append(record_events(stream))
         failed = False
         try:
             yield stream

@@ -16,13 +16,14 @@ from typing import Any
 
 from pydantic_ai import messages as _messages
 from pydantic_ai import usage as _usage
+from pydantic_ai import AgentRunResult
 from pydantic_ai.agent import AbstractAgent
 
 from . import _telemetry as telemetry
 from ._accounting import account, account_failure, count_failure, missing_error
 from ._arguments import check_costs_and_recorder, check_prompt, check_run_kwargs, is_empty
 from ._attempts import Attempts, RequestRetries, has_model_fallback
-from ._codec import CachedRun, decode, encode
+from ._codec import CachedRun, StreamRecord, decode, encode
 from ._config import CacheMode, check_task_name, resolve_mode, resolve_ttl
 from ._engine import Missing, Produced, fetch
 from ._history import to_messages
@@ -246,6 +247,10 @@ class RunCall:
     async def _produce(self, cache: Cache, namespace: str) -> Produced[CachedRun[Any]]:
         """Call the model; the entry's bytes only if the output reads back as the agent produced it."""
         entry = await self._call_model(cache, namespace)
+        return Produced(entry, self.encoded(entry))
+
+    def encoded(self, entry: CachedRun[Any]) -> bytes | None:
+        """The entry's bytes, or None when it must not be stored: its output does not read back as it was produced."""
         try:
             data: bytes | None = encode(entry, self.output_type, manifest=self.manifest())
             if decode(data, self.output_type, context=self.validation_context()).run.output != entry.run.output:
@@ -257,19 +262,13 @@ class RunCall:
         except Exception as exc:  # noqa: BLE001 - an unencodable output is returned, just not cached
             logger.warning("cannot store the run of task %r, it will not be cached: %s", self.task_name, exc)
             data = None
-        return Produced(entry, data)
+        return data
 
     async def _call_model(self, cache: Cache, namespace: str) -> CachedRun[Any]:
         """Run the agent with per-request retries; every response that came back is priced, even if the run fails."""
-        attempts = Attempts(self.backoff)
-        run_capabilities = list(self.run_kwargs.get("capabilities") or ())
-        kwargs = dict(self.run_kwargs)
-        if not has_model_fallback(self.agent, run_capabilities):  # with one, failures go to the fallback models
-            kwargs["capabilities"] = [*run_capabilities, RequestRetries(attempts)]
-        caller_usage = self.run_kwargs.get("usage")
-        if not isinstance(caller_usage, _usage.RunUsage):  # a run from `conversation=` starts from its usage
-            caller_usage = getattr(self.run_kwargs.get("conversation"), "usage", None)
-        before = copy.deepcopy(caller_usage) if isinstance(caller_usage, _usage.RunUsage) else None
+        attempts = Attempts(self.backoff, record=self.run_kwargs.get("event_stream_handler") is not None)
+        kwargs = self.kwargs_with_retries(attempts)
+        before = self.usage_before()
         started = time.perf_counter()
         try:
             run = await self.agent.run(self.prompt, message_history=self.history or None, **kwargs)
@@ -279,7 +278,32 @@ class RunCall:
         except Exception:
             await account_failure(self, cache, namespace, attempts, time.perf_counter() - started)
             raise
-        latency = time.perf_counter() - started
+        return self.entry(run, attempts, time.perf_counter() - started, before)
+
+    def kwargs_with_retries(self, attempts: Attempts) -> dict[str, Any]:
+        """The run's keyword arguments, with the capability retrying each request under `attempts`."""
+        run_capabilities = list(self.run_kwargs.get("capabilities") or ())
+        kwargs = dict(self.run_kwargs)
+        if not has_model_fallback(self.agent, run_capabilities):  # with one, failures go to the fallback models
+            kwargs["capabilities"] = [*run_capabilities, RequestRetries(attempts)]
+        return kwargs
+
+    def usage_before(self) -> _usage.RunUsage | None:
+        """A copy of the usage object the run adds to (`usage=`, or the conversation's), before it runs."""
+        caller_usage = self.run_kwargs.get("usage")
+        if not isinstance(caller_usage, _usage.RunUsage):  # a run from `conversation=` starts from its usage
+            caller_usage = getattr(self.run_kwargs.get("conversation"), "usage", None)
+        return copy.deepcopy(caller_usage) if isinstance(caller_usage, _usage.RunUsage) else None
+
+    def entry(
+        self,
+        run: AgentRunResult[Any],
+        attempts: Attempts,
+        latency: float,
+        before: _usage.RunUsage | None,
+        stream: StreamRecord | None = None,
+    ) -> CachedRun[Any]:
+        """A finished run as an entry: priced by every response that came back."""
         responses = attempts.all_responses() or [m for m in run.new_messages() if isinstance(m, _messages.ModelResponse)]
         model, cost = price_responses(
             responses, requested=effective_model_name(self.agent, self.run_kwargs.get("model")), custom_costs=self.custom_costs
@@ -292,6 +316,7 @@ class RunCall:
             created=time.time(),
             failed_attempts=attempts.failed,
             usage=_minus(run.usage, before) if before is not None else None,
+            stream=stream,
         )
 
     # -- accounting

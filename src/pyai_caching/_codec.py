@@ -4,6 +4,7 @@ Envelope (format 1)::
 
     {"format": 1, "model": "openai:gpt-4o", "cost": 0.0012, "latency": 1.9,
      "created": 1732252800.0, "history": 2, "run": <TypeAdapter(AgentRunResult[Any]) JSON>,
+     "stream": {"events": [...], "offsets": [...]}  # optional: how the final response streamed
      "manifest": {...what the key was made of, to explain a miss; optional}}
 
 The run holds its new messages only: `history` counts the messages of the history it was given,
@@ -26,10 +27,11 @@ from typing import Any, Generic, Literal, Union
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_ai import AgentRunResult
+from pydantic_ai.messages import ModelResponseStreamEvent
 from pydantic_ai.output import OutputDataT
 from pydantic_ai.usage import RunUsage
 
-__all__ = ("FORMAT", "CachedRun", "DecodeError", "encode", "decode", "read_manifest", "same_answer")
+__all__ = ("FORMAT", "CachedRun", "StreamRecord", "DecodeError", "encode", "decode", "read_manifest", "same_answer")
 
 FORMAT = 1
 
@@ -56,11 +58,21 @@ class CachedRun(Generic[OutputDataT]):
     """The run's own usage, when `run.usage` also counts a usage object the caller passed in (`usage=`)."""
     history: int = 0
     """How many history messages the run was given that the entry does not hold (`run` has only its new ones)."""
+    stream: StreamRecord | None = None
+    """How the final response streamed, when the run was streamed (`cached_agent_run_stream`)."""
 
     @property
     def run_usage(self) -> RunUsage:
         """What this run used (and what its entry records)."""
         return self.usage if self.usage is not None else self.run.usage
+
+
+class StreamRecord(BaseModel):
+    """How a run's final response streamed: its events as the live stream yielded them, and when (seconds from the
+    start of that stream)."""
+
+    events: list[ModelResponseStreamEvent]
+    offsets: list[float]
 
 
 class _Envelope(BaseModel, Generic[OutputDataT]):
@@ -74,7 +86,11 @@ class _Envelope(BaseModel, Generic[OutputDataT]):
     history: int = 0
     """Messages of the history the run was given, not stored: a hit is given its caller's own history."""
     run: AgentRunResult[OutputDataT]
+    stream: StreamRecord | None = None
 
+
+_SPLICED = frozenset({"stream"})
+"""Optional fields written only when present (spliced in by `encode`)."""
 
 _ENVELOPE: type[_Envelope[Any]] = _Envelope[Any]
 """The envelope with the output read as plain JSON data: its schema (the run's message types, ~60 ms to build)
@@ -143,7 +159,9 @@ def encode(entry: CachedRun[Any], output_type: Any, *, manifest: Any = None) -> 
         history=history,
         run=run,
     )
-    data = envelope.model_dump_json().encode()
+    data = envelope.model_dump_json(exclude=_SPLICED).encode()
+    if entry.stream is not None:  # spliced in, so entries without one stay as they were
+        data = data[:-1] + b',"stream":' + entry.stream.model_dump_json().encode() + b"}"
     if manifest is not None:  # spliced in: hits never read it (`decode` ignores it), so it is not in the schema
         data = data[:-1] + b',"manifest":' + json.dumps(manifest, ensure_ascii=False, separators=(",", ":")).encode() + b"}"
     return data
@@ -191,6 +209,7 @@ def decode(data: bytes, output_type: Any, *, context: Any = None) -> CachedRun[A
         latency=envelope.latency,
         created=envelope.created,
         history=envelope.history,
+        stream=envelope.stream,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import time
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,22 +33,33 @@ class Recording:
 def record_events(stream: StreamedResponse) -> Recording:
     """Record `stream`'s events as they are read. Does nothing (a `Recording` with no events) when the stream's
     iterator already started, or this PydanticAI keeps it elsewhere: such a stream is answered, not stored."""
-    if getattr(stream, "_event_iterator", False) is not None:
+    current = getattr(stream, "_event_iterator", False)
+    if current is None:
+        inner = type(stream).__aiter__(stream)  # the iterator the stream would hand out: PartEnd and FinalResult included
+    elif current in _unstarted:  # another recorder of ours (a run-level one and a per-request one): record both
+        inner = current
+    else:
         return Recording(events=None, offsets=None)
     recording = Recording()
-    inner = type(stream).__aiter__(stream)  # the iterator the stream would hand out: PartEnd and FinalResult included
     started = time.perf_counter()
 
     async def recorded() -> AsyncIterator[ModelResponseStreamEvent]:
         assert recording.events is not None and recording.offsets is not None
+        _unstarted.discard(iterator)
         async for event in inner:
             recording.events.append(copy.deepcopy(event))
             recording.offsets.append(time.perf_counter() - started)
             yield event
         recording.complete = True
 
-    stream._event_iterator = recorded()  # pyright: ignore[reportPrivateUsage]
+    iterator = recorded()
+    _unstarted.add(iterator)
+    stream._event_iterator = iterator  # pyright: ignore[reportPrivateUsage]
     return recording
+
+
+_unstarted: weakref.WeakSet[AsyncIterator[Any]] = weakref.WeakSet()
+"""Recorders no one has read from yet (another recorder may wrap them)."""
 
 
 async def paced(events: list[Any], offsets: list[float] | None, speed: float | None) -> AsyncIterator[Any]:

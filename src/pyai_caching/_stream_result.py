@@ -1,0 +1,213 @@
+"""`CachedStreamedRunResult`: what `cached_agent_run_stream` yields, shaped like PydanticAI's `StreamedRunResult`.
+
+On a miss it is the live `StreamedRunResult` (every method delegates to it). On a hit it replays the recorded final
+response (`_stream_replay.Replay`) over the caller's own copy of the run: same deltas, snapshots and output, the
+caller's run id and history. Either way it also says what the call cost and where the answer came from.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import Any, Generic
+
+import pydantic_core
+from pydantic import ValidationError
+from pydantic_ai import messages as _messages
+from pydantic_ai.exceptions import UserError
+from pydantic_ai.output import OutputDataT
+from pydantic_ai.result import StreamedRunResult
+from pydantic_ai.run import AgentRunResult
+from pydantic_ai.usage import RunUsage
+
+from ._codec import _output_type_adapter  # pyright: ignore[reportPrivateUsage]
+from ._result import CachedAgentRunResult
+from ._stream_replay import Replay
+
+__all__ = ("CachedStreamedRunResult",)
+
+
+class CachedStreamedRunResult(Generic[OutputDataT]):
+    """A streamed run, live or replayed: `stream_text`, `stream_output`, `stream_response`, `get_output`, `usage`,
+    `all_messages()`, `new_messages()`, `result`, ... as on `StreamedRunResult`, plus:
+
+    Attributes:
+        cached: True if the answer is replayed from the cache (no model call was made).
+        cache_key: The entry's key, or None when the run could not be keyed.
+        saved_cost: On a hit, the original price of the run; None otherwise.
+    """
+
+    def __init__(
+        self,
+        *,
+        live: StreamedRunResult[Any, OutputDataT] | None = None,
+        replay: Replay | None = None,
+        run: CachedAgentRunResult[OutputDataT] | None = None,
+        output_type: Any = None,
+        cache_key: str | None,
+        price: Callable[[], tuple[str | None, float | None]] | None = None,
+    ) -> None:
+        self._live, self._replay, self._run, self._output_type, self._price = live, replay, run, output_type, price
+        self.cache_key = cache_key
+        self.cached = run is not None
+        self.saved_cost: float | None = run.saved_cost if run is not None else None
+        self._complete = False
+
+    # -- what the cache adds
+
+    @property
+    def cost(self) -> float | None:
+        """USD this call cost: 0.0 on a hit; on a miss, what the responses received so far cost (None: no price)."""
+        if self._run is not None:
+            return self._run.cost
+        return self._price()[1] if self._price is not None else None
+
+    @property
+    def model(self) -> str | None:
+        """Name of the model that answered."""
+        if self._run is not None:
+            return self._run.model
+        return self._price()[0] if self._price is not None else None
+
+    # -- streaming
+
+    async def stream_text(self, *, delta: bool = False, debounce_by: float | None = 0.1) -> AsyncIterator[str]:
+        """The text as it streams: each chunk (`delta=True`) or the text so far, grouped by `debounce_by` seconds."""
+        if self._live is not None:
+            async for text in self._live.stream_text(delta=delta, debounce_by=debounce_by):
+                yield text
+            return
+        run, replay = self._replayed()
+        if not isinstance(run.output, str):
+            raise UserError("stream_text() can only be used with text responses")
+        if self._complete:  # as a live stream read before: the whole text, once
+            yield run.output
+            return
+        async for text in replay.text(delta=delta, debounce_by=debounce_by):
+            yield text
+        self._complete = True
+
+    async def stream_output(self, *, debounce_by: float | None = 0.1) -> AsyncIterator[OutputDataT]:
+        """The output as it streams (partial outputs validated with the output type), the full output last."""
+        if self._live is not None:
+            async for output in self._live.stream_output(debounce_by=debounce_by):
+                yield output
+            return
+        run, replay = self._replayed()
+        if not self._complete:
+            last: Any = _NONE
+            async for response in replay.responses(debounce_by=debounce_by):
+                partial = self._partial_output(run, response)
+                if partial is not _NONE and partial != last:
+                    last = partial
+                    yield partial
+            self._complete = True
+        yield copy.deepcopy(run.output)
+
+    async def stream_response(self, *, debounce_by: float | None = 0.1) -> AsyncIterator[_messages.ModelResponse]:
+        """`ModelResponse` snapshots as the response streams; the final, complete response last."""
+        if self._live is not None:
+            async for response in self._live.stream_response(debounce_by=debounce_by):
+                yield response
+            return
+        _, replay = self._replayed()
+        async for response in replay.responses(debounce_by=debounce_by):
+            yield response
+        self._complete = True
+
+    async def get_output(self) -> OutputDataT:
+        """Read the stream to its end; the validated output."""
+        if self._live is not None:
+            return await self._live.get_output()
+        self._complete = True
+        return self._replayed()[0].output
+
+    async def cancel(self) -> None:
+        """Stop reading the stream. A live stream cancelled part-way is not stored."""
+        if self._live is not None:
+            await self._live.cancel()
+        self._complete = True
+
+    # -- the run
+
+    @property
+    def result(self) -> AgentRunResult[OutputDataT]:
+        """The run as an `AgentRunResult` once the stream has finished (a `CachedAgentRunResult` on a hit)."""
+        return self._live.result if self._live is not None else self._replayed()[0]
+
+    @property
+    def is_complete(self) -> bool:
+        return self._live.is_complete if self._live is not None else self._complete
+
+    @property
+    def usage(self) -> RunUsage:
+        return self._live.usage if self._live is not None else self._replayed()[0].usage
+
+    @property
+    def response(self) -> _messages.ModelResponse:
+        return self._live.response if self._live is not None else self._replayed()[0].response
+
+    @property
+    def run_id(self) -> str:
+        return self._live.run_id if self._live is not None else self._replayed()[0].run_id
+
+    @property
+    def conversation_id(self) -> str:
+        return self._live.conversation_id if self._live is not None else self._replayed()[0].conversation_id
+
+    @property
+    def metadata(self) -> dict[str, Any] | None:
+        return self._live.metadata if self._live is not None else self._replayed()[0].metadata
+
+    @property
+    def timestamp(self) -> datetime:
+        return self._live.timestamp if self._live is not None else self._replayed()[0].timestamp
+
+    def all_messages(self, *, output_tool_return_content: str | None = None) -> list[_messages.ModelMessage]:
+        if self._live is not None:
+            return self._live.all_messages(output_tool_return_content=output_tool_return_content)
+        return self._replayed()[0].all_messages(output_tool_return_content=output_tool_return_content)
+
+    def new_messages(self, *, output_tool_return_content: str | None = None) -> list[_messages.ModelMessage]:
+        if self._live is not None:
+            return self._live.new_messages(output_tool_return_content=output_tool_return_content)
+        return self._replayed()[0].new_messages(output_tool_return_content=output_tool_return_content)
+
+    def all_messages_json(self, *, output_tool_return_content: str | None = None) -> bytes:
+        return _messages.ModelMessagesTypeAdapter.dump_json(self.all_messages(output_tool_return_content=output_tool_return_content))
+
+    def new_messages_json(self, *, output_tool_return_content: str | None = None) -> bytes:
+        return _messages.ModelMessagesTypeAdapter.dump_json(self.new_messages(output_tool_return_content=output_tool_return_content))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(cached={self.cached!r}, cache_key={self.cache_key!r})"
+
+    # -- replay helpers
+
+    def _replayed(self) -> tuple[CachedAgentRunResult[OutputDataT], Replay]:
+        assert self._run is not None and self._replay is not None
+        return self._run, self._replay
+
+    def _partial_output(self, run: CachedAgentRunResult[Any], response: _messages.ModelResponse) -> Any:
+        """The output so far, from a snapshot: its text, or the output tool's (partial) arguments validated."""
+        if isinstance(run.output, str):
+            return "".join(p.content for p in response.parts if isinstance(p, _messages.TextPart)) or _NONE
+        tool_name = getattr(run, "_output_tool_name", None)
+        raw: Any = None
+        for part in response.parts:
+            if isinstance(part, _messages.ToolCallPart) and part.tool_name == tool_name:
+                raw = part.args
+        if raw is None:
+            raw = "".join(p.content for p in response.parts if isinstance(p, _messages.TextPart)) or None
+        adapter = _output_type_adapter(self._output_type)
+        if raw is None or adapter is None:
+            return _NONE
+        try:
+            data = pydantic_core.from_json(raw, allow_partial=True) if isinstance(raw, (str, bytes)) else raw
+            return adapter.validate_python(data, experimental_allow_partial=True)
+        except (ValidationError, ValueError):
+            return _NONE
+
+
+_NONE: Any = object()

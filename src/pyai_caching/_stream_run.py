@@ -1,0 +1,164 @@
+"""The streaming front door: `cached_agent_run_stream`, shaped like `agent.run_stream`.
+
+A hit replays the recorded final response (its deltas, in their chunks) over the caller's own copy of the run,
+with no model call and no tool run. A miss streams live through `agent.run_stream`, with per-request retries,
+recording the events as the caller reads them; the run is stored when the caller has read it to its end (a
+stream left part-way, cancelled or failed is paid for and counted, never stored). Entries are shared with
+`cached_agent_run` both ways: the same call has the same key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+from pydantic_ai import messages as _messages
+from pydantic_ai.agent import AbstractAgent
+
+from . import _telemetry as telemetry
+from ._accounting import account, account_failure, missing_error
+from ._arguments import backoff
+from ._attempts import Attempts
+from ._call import RunCall, warn_once
+from ._codec import StreamRecord
+from ._config import CacheMode, resolve_namespace, resolve_store_spec
+from ._engine import Missing, read
+from ._keys import UnkeyableError, effective_model_name
+from ._registry import loop_state
+from ._scope import active_scope
+from ._stream_replay import Replay
+from ._stream_result import CachedStreamedRunResult
+from .costs import ModelCosts, price_responses
+from .exceptions import CacheMissError
+from .recorders import ExpenseCallback, ExpenseRecorder
+from .stats import stats_group
+from .stores import Store
+
+__all__ = ("cached_agent_run_stream",)
+
+
+@asynccontextmanager
+async def cached_agent_run_stream(
+    agent: AbstractAgent[Any, Any],
+    prompt: str | Sequence[_messages.UserContent] | None,
+    task_name: str,
+    *,
+    message_history: Sequence[Any] | None = None,
+    redis_url: str | None = None,
+    ttl: float | timedelta | None = None,
+    max_wait: float = 30.0,
+    initial_wait: float = 1.0,
+    expense_recorder: ExpenseRecorder | ExpenseCallback | None = None,
+    custom_costs: Mapping[str, ModelCosts] | None = None,
+    store: Store | None = None,
+    namespace: str | None = None,
+    key_extra: Any = None,
+    mode: CacheMode | None = None,
+    pace: float | None = None,
+    **agent_run_kwargs: Any,
+) -> AsyncIterator[CachedStreamedRunResult[Any]]:
+    """Drop-in for `async with agent.run_stream(prompt, ...) as result:` that replays repeated runs from the cache.
+
+    Takes the arguments of `cached_agent_run`, plus:
+
+    Args:
+        pace: On a hit, replay the deltas at their recorded times divided by `pace` (1.0: as they first arrived, for
+            demos); None (default) replays at once.
+
+    Yields:
+        A `CachedStreamedRunResult`: `stream_text(delta=..., debounce_by=...)`, `stream_output()`,
+        `stream_response()`, `get_output()`, `usage`, `all_messages()`, ... and `.cost`, `.saved_cost`, `.cached`.
+
+    Raises:
+        As `cached_agent_run` (bad arguments before any model call, `CacheMissError` in `replay`).
+    """
+    if pace is not None and (isinstance(pace, bool) or not isinstance(pace, (int, float)) or not pace > 0):
+        raise ValueError(f"pace must be a positive number (1.0 replays at the recorded speed), not {pace!r}")
+    scope = active_scope()
+    if scope is not None:
+        store, mode = scope.store, mode if mode is not None else scope.mode
+    call = RunCall.prepare(
+        scope,
+        agent,
+        prompt,
+        task_name,
+        mode=mode,
+        message_history=message_history,
+        ttl=ttl,
+        backoff=backoff(initial_wait, max_wait),
+        expense_recorder=expense_recorder,
+        custom_costs=custom_costs,
+        key_extra=key_extra,
+        run_kwargs=agent_run_kwargs,
+    )
+    namespace = resolve_namespace(namespace)
+    spec = None if store is not None else resolve_store_spec(redis_url)
+    state = await loop_state()
+    cache = state.cache_for(spec, store)
+    with telemetry.run_span(call.task_name, call.mode, cache.guarded.store):
+        started = time.perf_counter()
+        key = _key(call, namespace)
+        errors = 0
+        if key is not None:
+            try:
+                outcome = await read(state.flights, cache, key, mode=call.mode, decode=call._decode)  # pyright: ignore[reportPrivateUsage]
+            except Missing as missing:
+                cache.stats.add(stats_group(namespace, call.task_name), {"misses": 1, "errors": int(missing.store_failed)})
+                if scope is not None:
+                    scope.missing.add(key)
+                raise await missing_error(call, cache, missing) from missing.drift
+            errors = outcome.errors
+            if outcome.value is not None:
+                entry = outcome.value
+                run = await account(call, cache, namespace, key, entry, hit=True, errors=errors, started=started)
+                replay = Replay.of(run.response, entry.stream, pace)
+                yield CachedStreamedRunResult(replay=replay, run=run, output_type=call.output_type, cache_key=key)
+                return
+
+        attempts = Attempts(call.backoff, record=True)
+        before = call.usage_before()
+
+        def price() -> tuple[str | None, float | None]:
+            requested = effective_model_name(call.agent, call.run_kwargs.get("model"))
+            return price_responses(attempts.all_responses(), requested=requested, custom_costs=call.custom_costs)
+
+        try:
+            kwargs = call.kwargs_with_retries(attempts)
+            async with call.agent.run_stream(call.prompt, message_history=call.history or None, **kwargs) as live:
+                yield CachedStreamedRunResult(live=live, output_type=call.output_type, cache_key=key, price=price)
+        except (Exception, asyncio.CancelledError):  # paid for, counted, never stored
+            await asyncio.shield(account_failure(call, cache, namespace, attempts, time.perf_counter() - started))
+            raise
+        if not live.is_complete or getattr(live, "_completion_raised", False):  # left part-way: never stored
+            await account_failure(call, cache, namespace, attempts, time.perf_counter() - started)
+            return
+        recording = attempts.recordings[-1] if attempts.recordings else None
+        record = (
+            StreamRecord(events=recording.events, offsets=recording.offsets)
+            if recording is not None and recording.complete and recording.events is not None and recording.offsets is not None
+            else None
+        )
+        entry = call.entry(live.result, attempts, time.perf_counter() - started, before, stream=record)
+        data = call.encoded(entry) if key is not None else None
+        stored = data is not None and await cache.guarded.set(key, data, call.ttl)  # type: ignore[arg-type]
+        errors += data is not None and not stored
+        await account(call, cache, namespace, key, entry, hit=False, errors=errors, started=started, uncached=key is None)
+
+
+def _key(call: RunCall, namespace: str) -> str | None:
+    """The run's key; None in mode `off` or when it cannot be keyed (then streamed uncached, except in `replay`)."""
+    if call.mode == "off":
+        return None
+    try:
+        return call.key(namespace)
+    except UnkeyableError as exc:
+        if call.mode == "replay":
+            raise CacheMissError(
+                f"task {call.task_name!r} cannot be replayed: this run cannot be cached ({exc})", key="", task_name=call.task_name
+            ) from exc
+        warn_once(f"this run cannot be cached, streaming it without the cache: {exc}")
+        return None
