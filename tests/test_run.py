@@ -609,32 +609,3 @@ def test_many_event_loops_on_one_store_are_not_retained(agent: Agent[None, Profi
     assert len(memory.__dict__["_pyai_caches"]) <= 1
 
 
-async def test_a_hit_says_once_that_its_event_stream_handler_gets_no_events(caplog: pytest.LogCaptureFixture) -> None:
-    import logging
-
-    from pyai_caching import _call
-
-    _call._warned.clear()
-    events: list[Any] = []
-
-    async def handler(ctx: Any, stream: Any) -> None:
-        async for event in stream:
-            events.append(event)
-
-    async def stream(messages: Any, info: Any) -> Any:
-        yield "o"
-        yield "k"
-
-    store = MemoryStore()
-    agent = Agent(FunctionModel(stream_function=stream, model_name="m"))
-    caplog.set_level(logging.WARNING, logger="pyai_caching")
-    await cached_agent_run(agent, "q", "events", store=store, event_stream_handler=handler)
-    assert events  # a miss streams its events
-    caplog.clear()
-    seen = len(events)
-    for _ in range(2):
-        assert (await cached_agent_run(agent, "q", "events", store=store, event_stream_handler=handler)).cached
-    assert len(events) == seen
-    assert [r.getMessage() for r in caplog.records] == [
-        "task 'events': a hit runs no model, so its event_stream_handler receives no events (they are not recorded yet)"
-    ]

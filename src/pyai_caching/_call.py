@@ -5,10 +5,7 @@ the rest; `_accounting` counts and reports the outcome.
 
 from __future__ import annotations
 
-import asyncio
 import copy
-import dataclasses
-import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,31 +13,42 @@ from typing import Any
 
 from pydantic_ai import messages as _messages
 from pydantic_ai import usage as _usage
-from pydantic_ai import AgentRunResult
 from pydantic_ai.agent import AbstractAgent
 
 from . import _telemetry as telemetry
-from ._accounting import account, account_failure, count_failure, missing_error
-from ._arguments import check_costs_and_recorder, check_prompt, check_run_kwargs, is_empty
-from ._attempts import Attempts, RequestRetries, has_model_fallback
-from ._codec import CachedRun, StreamRecord, decode, encode
+from ._accounting import account, missing_error
+from ._arguments import (
+    check_costs_and_recorder,
+    check_prompt,
+    check_run_kwargs,
+    is_empty,
+)
+from ._codec import CachedRun, decode, encode
 from ._config import CacheMode, check_task_name, resolve_mode, resolve_ttl
 from ._engine import Missing, Produced, fetch
+from ._events import event_groups, replay_events
 from ._history import to_messages
 from ._identity import rebind
-from ._keys import UnkeyableError, digest_of, effective_model_name, format_key, request_manifest, request_material
+from ._keys import (
+    UnkeyableError,
+    digest_of,
+    format_key,
+    request_manifest,
+    request_material,
+)
+from ._logs import logger, warn_once
 from ._registry import Cache, LoopState
 from ._result import CachedAgentRunResult
 from ._retry import Backoff
+from ._running import run_agent
 from ._scope import Scope
-from .costs import ModelCosts, price_responses
+from .costs import ModelCosts
 from .exceptions import CacheMissError
 from .recorders import ExpenseCallback, ExpenseRecorder
 from .stats import stats_group
 
-__all__ = ("RunCall", "warn_once")
+__all__ = ("RunCall", "warn_once")  # warn_once: re-exported for the modules that say things once
 
-logger = logging.getLogger("pyai_caching")
 
 
 @dataclass(slots=True)
@@ -177,14 +185,25 @@ class RunCall:
                 self.scope.missing.add(key)
             cache.stats.add(stats_group(namespace, self.task_name), {"misses": 1, "errors": int(missing.store_failed)})
             raise await missing_error(self, cache, missing) from missing.drift
-        if outcome.hit and self.run_kwargs.get("event_stream_handler") is not None:
-            warn_once(
-                f"task {self.task_name!r}: a hit runs no model, so its event_stream_handler receives no events "
-                "(they are not recorded yet)"
-            )
+        handler = self.run_kwargs.get("event_stream_handler")
+        if outcome.hit and handler is not None:
+            await self._replay_events(handler, outcome.value)
         return await account(
             self, cache, namespace, key, outcome.value, hit=outcome.hit, errors=outcome.errors, started=started
         )
+
+    async def _replay_events(self, handler: Any, entry: CachedRun[Any]) -> None:
+        """Give the handler the events recorded with the entry, as the run that made it gave them."""
+        groups = event_groups(entry)
+        if groups is None:
+            warn_once(
+                f"task {self.task_name!r}: this hit was recorded without an event_stream_handler (or its events "
+                "could not be read), so the handler receives no events"
+            )
+            return
+        run = entry.run
+        model = self.run_kwargs.get("model") or self.agent.model
+        await replay_events(handler, groups, deps=self.run_kwargs.get("deps"), model=model, run=run, prompt=self.prompt)
 
     # -- what a run keys and stores
 
@@ -265,59 +284,7 @@ class RunCall:
         return data
 
     async def _call_model(self, cache: Cache, namespace: str) -> CachedRun[Any]:
-        """Run the agent with per-request retries; every response that came back is priced, even if the run fails."""
-        attempts = Attempts(self.backoff, record=self.run_kwargs.get("event_stream_handler") is not None)
-        kwargs = self.kwargs_with_retries(attempts)
-        before = self.usage_before()
-        started = time.perf_counter()
-        try:
-            run = await self.agent.run(self.prompt, message_history=self.history or None, **kwargs)
-        except asyncio.CancelledError:  # the responses that came back were paid for: count them, then stop
-            count_failure(self, cache, namespace, attempts)
-            raise
-        except Exception:
-            await account_failure(self, cache, namespace, attempts, time.perf_counter() - started)
-            raise
-        return self.entry(run, attempts, time.perf_counter() - started, before)
-
-    def kwargs_with_retries(self, attempts: Attempts) -> dict[str, Any]:
-        """The run's keyword arguments, with the capability retrying each request under `attempts`."""
-        run_capabilities = list(self.run_kwargs.get("capabilities") or ())
-        kwargs = dict(self.run_kwargs)
-        if not has_model_fallback(self.agent, run_capabilities):  # with one, failures go to the fallback models
-            kwargs["capabilities"] = [*run_capabilities, RequestRetries(attempts)]
-        return kwargs
-
-    def usage_before(self) -> _usage.RunUsage | None:
-        """A copy of the usage object the run adds to (`usage=`, or the conversation's), before it runs."""
-        caller_usage = self.run_kwargs.get("usage")
-        if not isinstance(caller_usage, _usage.RunUsage):  # a run from `conversation=` starts from its usage
-            caller_usage = getattr(self.run_kwargs.get("conversation"), "usage", None)
-        return copy.deepcopy(caller_usage) if isinstance(caller_usage, _usage.RunUsage) else None
-
-    def entry(
-        self,
-        run: AgentRunResult[Any],
-        attempts: Attempts,
-        latency: float,
-        before: _usage.RunUsage | None,
-        stream: StreamRecord | None = None,
-    ) -> CachedRun[Any]:
-        """A finished run as an entry: priced by every response that came back."""
-        responses = attempts.all_responses() or [m for m in run.new_messages() if isinstance(m, _messages.ModelResponse)]
-        model, cost = price_responses(
-            responses, requested=effective_model_name(self.agent, self.run_kwargs.get("model")), custom_costs=self.custom_costs
-        )
-        return CachedRun(
-            run=run,
-            model=model,
-            cost=cost,
-            latency=latency,
-            created=time.time(),
-            failed_attempts=attempts.failed,
-            usage=_minus(run.usage, before) if before is not None else None,
-            stream=stream,
-        )
+        return await run_agent(self, cache, namespace)
 
     # -- accounting
 
@@ -330,24 +297,5 @@ class RunCall:
         return await account(self, cache, namespace, None, entry, hit=False, errors=0, started=started, uncached=True)
 
 
-def _minus(total: _usage.RunUsage, before: _usage.RunUsage) -> _usage.RunUsage:
-    """What a run added to a usage object it was given (`total` is that object afterwards)."""
-    own = _usage.RunUsage()
-    for field in dataclasses.fields(own):
-        value = getattr(total, field.name)
-        if isinstance(value, int):
-            setattr(own, field.name, value - getattr(before, field.name))
-    own.details = {k: v - before.details.get(k, 0) for k, v in total.details.items() if v - before.details.get(k, 0)}
-    return own
-
-
 _NOT_FOR_LOOKUP = frozenset({"ttl", "max_wait", "initial_wait", "expense_recorder", "custom_costs", "mode"})
 """Arguments of `cached_agent_run` that say how to run, not what to ask: not needed to find an entry."""
-
-_warned: set[str] = set()
-
-
-def warn_once(message: str) -> None:
-    if message not in _warned:
-        _warned.add(message)
-        logger.warning(message)

@@ -25,13 +25,14 @@ import json
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, Union
 
+import pydantic_core
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_ai import AgentRunResult
 from pydantic_ai.messages import ModelResponseStreamEvent
 from pydantic_ai.output import OutputDataT
 from pydantic_ai.usage import RunUsage
 
-__all__ = ("FORMAT", "CachedRun", "StreamRecord", "DecodeError", "encode", "decode", "read_manifest", "same_answer")
+__all__ = ("FORMAT", "CachedRun", "StreamRecord", "stream_record", "DecodeError", "encode", "decode", "read_manifest", "same_answer")
 
 FORMAT = 1
 
@@ -58,8 +59,11 @@ class CachedRun(Generic[OutputDataT]):
     """The run's own usage, when `run.usage` also counts a usage object the caller passed in (`usage=`)."""
     history: int = 0
     """How many history messages the run was given that the entry does not hold (`run` has only its new ones)."""
-    stream: StreamRecord | None = None
-    """How the final response streamed, when the run was streamed (`cached_agent_run_stream`)."""
+    stream: Any = None
+    """How the final response streamed, when the run was streamed (`cached_agent_run_stream`): a `StreamRecord`,
+    or as read from the entry, its JSON data (validated only where it is replayed: `stream_record`)."""
+    events: Any = None
+    """The events an `event_stream_handler` was given, one list per call (as read: JSON data; `_events`)."""
 
     @property
     def run_usage(self) -> RunUsage:
@@ -86,10 +90,12 @@ class _Envelope(BaseModel, Generic[OutputDataT]):
     history: int = 0
     """Messages of the history the run was given, not stored: a hit is given its caller's own history."""
     run: AgentRunResult[OutputDataT]
-    stream: StreamRecord | None = None
+    stream: Any = None
+    """Read as plain data: only a streamed hit validates it (`stream_record`), so other hits never pay for it."""
+    events: Any = None
 
 
-_SPLICED = frozenset({"stream"})
+_SPLICED = frozenset({"stream", "events"})
 """Optional fields written only when present (spliced in by `encode`)."""
 
 _ENVELOPE: type[_Envelope[Any]] = _Envelope[Any]
@@ -160,8 +166,10 @@ def encode(entry: CachedRun[Any], output_type: Any, *, manifest: Any = None) -> 
         run=run,
     )
     data = envelope.model_dump_json(exclude=_SPLICED).encode()
-    if entry.stream is not None:  # spliced in, so entries without one stay as they were
-        data = data[:-1] + b',"stream":' + entry.stream.model_dump_json().encode() + b"}"
+    for name in ("stream", "events"):  # spliced in, so entries without them stay as they were
+        value = getattr(entry, name)
+        if value is not None:
+            data = data[:-1] + b',"' + name.encode() + b'":' + pydantic_core.to_json(value) + b"}"
     if manifest is not None:  # spliced in: hits never read it (`decode` ignores it), so it is not in the schema
         data = data[:-1] + b',"manifest":' + json.dumps(manifest, ensure_ascii=False, separators=(",", ":")).encode() + b"}"
     return data
@@ -210,7 +218,18 @@ def decode(data: bytes, output_type: Any, *, context: Any = None) -> CachedRun[A
         created=envelope.created,
         history=envelope.history,
         stream=envelope.stream,
+        events=envelope.events,
     )
+
+
+def stream_record(entry: CachedRun[Any]) -> StreamRecord | None:
+    """The entry's stream, validated; None if it has none or it does not validate (it then replays as its parts)."""
+    if entry.stream is None or isinstance(entry.stream, StreamRecord):
+        return entry.stream
+    try:
+        return StreamRecord.model_validate(entry.stream)
+    except ValidationError:
+        return None
 
 
 def _first_error(exc: ValidationError, root: str) -> str:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +13,7 @@ from . import _telemetry as telemetry
 from ._config import CacheMode
 from ._engine import Missing
 from ._explain import explain_key
+from ._logs import warn_once
 from ._registry import Cache
 from ._responses import CachedResponse
 from ._scope import Scope
@@ -22,9 +22,6 @@ from .recorders import ExpenseCallback, ExpenseEvent, ExpenseRecorder, notify
 from .stats import stats_group
 
 __all__ = ("RequestCall", "account_request", "missing_request_error")
-
-logger = logging.getLogger("pyai_caching")
-
 
 @dataclass(eq=False)
 class RequestCall:
@@ -52,8 +49,6 @@ class RequestCall:
                 key="",
                 task_name=self.task_name,
             )
-        from ._call import warn_once  # noqa: PLC0415
-
         warn_once(f"task {self.task_name!r}: a model request cannot be cached, sending it uncached: {self.unkeyable}")
 
 

@@ -15,25 +15,38 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import KW_ONLY, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.messages import ModelMessage, ModelResponse
-from pydantic_ai.models import CompletedStreamedResponse, Model, ModelRequestContext, ModelRequestParameters, StreamedResponse
+from pydantic_ai.models import (
+    CompletedStreamedResponse,
+    Model,
+    ModelRequestContext,
+    ModelRequestParameters,
+    StreamedResponse,
+)
 from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.settings import ModelSettings
 
 from ._arguments import backoff, check_costs_and_recorder
 from ._attempts import Attempts, RetryingModel
-from ._config import CacheMode, check_task_name, resolve_mode, resolve_namespace, resolve_store_spec, resolve_ttl
+from ._config import (
+    CacheMode,
+    check_task_name,
+    resolve_mode,
+    resolve_namespace,
+    resolve_store_spec,
+    resolve_ttl,
+)
 from ._engine import Missing, Produced, fetch, read
 from ._keys import UnkeyableError, format_key
 from ._keys._requests import model_request_digest, model_request_manifest
 from ._registry import loop_state
-from ._retry import Backoff
 from ._request_accounting import RequestCall, account_request, missing_request_error
 from ._responses import CachedResponse, decode_response, encode_response
+from ._retry import Backoff
 from ._stream_recording import record_events
 from .costs import ModelCosts, price_responses
 from .recorders import ExpenseCallback, ExpenseRecorder
@@ -101,7 +114,7 @@ class ResponseCache(AbstractCapability[Any]):
         return backoff(self.initial_wait, self.max_wait)
 
     async def _request_call(self, model: Model, messages: list[ModelMessage], settings: Any, params: Any) -> RequestCall:
-        from ._scope import active_scope  # noqa: PLC0415 - read per request: the pytest plugin's scope
+        from ._scope import active_scope
 
         scope = active_scope()
         store, mode = (scope.store, self.mode or scope.mode) if scope is not None else (self.store, self.mode)
@@ -250,7 +263,7 @@ class CachingModel(WrapperModel):
 def _manifest(model: Model, messages: list[ModelMessage], settings: Any, params: ModelRequestParameters) -> Any:
     try:
         return model_request_manifest(model, messages, settings, params)
-    except Exception:  # noqa: BLE001 - an entry without a manifest is still an entry
+    except Exception:
         return None
 
 
@@ -258,7 +271,7 @@ def _encoded(entry: CachedResponse, manifest: Any) -> bytes | None:
     """The entry's bytes, encoded before anyone holds the response (so nothing done to it later is stored)."""
     try:
         return encode_response(entry, manifest=manifest)
-    except Exception:  # noqa: BLE001 - a response that cannot be stored is answered, not cached
+    except Exception:
         return None
 
 
@@ -270,7 +283,7 @@ def _served(entry: CachedResponse, key: str) -> ModelResponse:
     """A recorded response as this request's own: received now, and marked as answered from the cache."""
     response = entry.response
     metadata = {**(response.metadata or {}), MARK: {"cached": True, "key": key, "saved_cost": entry.cost}}
-    return dataclasses.replace(response, metadata=metadata, timestamp=datetime.now(timezone.utc))
+    return dataclasses.replace(response, metadata=metadata, timestamp=datetime.now(UTC))
 
 
 def _is_cached_by(model: Model, config: ResponseCache) -> bool:

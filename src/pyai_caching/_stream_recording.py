@@ -60,16 +60,3 @@ def record_events(stream: StreamedResponse) -> Recording:
 
 _unstarted: weakref.WeakSet[AsyncIterator[Any]] = weakref.WeakSet()
 """Recorders no one has read from yet (another recorder may wrap them)."""
-
-
-async def paced(events: list[Any], offsets: list[float] | None, speed: float | None) -> AsyncIterator[Any]:
-    """`events` in order; with a `speed`, at their recorded times divided by it (1.0: as they first arrived)."""
-    import asyncio  # noqa: PLC0415
-
-    started = time.perf_counter()
-    for index, event in enumerate(events):
-        if speed and offsets is not None:
-            delay = offsets[index] / speed - (time.perf_counter() - started)
-            if delay > 0:
-                await asyncio.sleep(delay)
-        yield event

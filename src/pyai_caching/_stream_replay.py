@@ -137,7 +137,7 @@ async def _nothing() -> AsyncIterator[Any]:
 @asynccontextmanager
 async def _grouped(items: AsyncIterator[Any], debounce_by: float | None) -> AsyncIterator[AsyncIterator[list[Any]]]:
     """PydanticAI's own temporal grouping (what a live stream's `debounce_by` does)."""
-    from pydantic_ai._utils import group_by_temporal  # noqa: PLC0415 - private: the exact live behaviour
+    from pydantic_ai._utils import group_by_temporal
 
     async with group_by_temporal(items, debounce_by) as groups:
         yield groups

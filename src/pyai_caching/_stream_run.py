@@ -23,12 +23,14 @@ from . import _telemetry as telemetry
 from ._accounting import account, account_failure, missing_error
 from ._arguments import backoff
 from ._attempts import Attempts
-from ._call import RunCall, warn_once
-from ._codec import StreamRecord
+from ._call import RunCall
+from ._codec import StreamRecord, stream_record
 from ._config import CacheMode, resolve_namespace, resolve_store_spec
 from ._engine import Missing, read
 from ._keys import UnkeyableError, effective_model_name
+from ._logs import warn_once
 from ._registry import loop_state
+from ._running import kwargs_with_retries, make_entry, usage_before
 from ._scope import active_scope
 from ._stream_replay import Replay
 from ._stream_result import CachedStreamedRunResult
@@ -115,19 +117,19 @@ async def cached_agent_run_stream(
             if outcome.value is not None:
                 entry = outcome.value
                 run = await account(call, cache, namespace, key, entry, hit=True, errors=errors, started=started)
-                replay = Replay.of(run.response, entry.stream, pace)
+                replay = Replay.of(run.response, stream_record(entry), pace)
                 yield CachedStreamedRunResult(replay=replay, run=run, output_type=call.output_type, cache_key=key)
                 return
 
         attempts = Attempts(call.backoff, record=True)
-        before = call.usage_before()
+        before = usage_before(call)
 
         def price() -> tuple[str | None, float | None]:
             requested = effective_model_name(call.agent, call.run_kwargs.get("model"))
             return price_responses(attempts.all_responses(), requested=requested, custom_costs=call.custom_costs)
 
         try:
-            kwargs = call.kwargs_with_retries(attempts)
+            kwargs = kwargs_with_retries(call, attempts)
             async with call.agent.run_stream(call.prompt, message_history=call.history or None, **kwargs) as live:
                 yield CachedStreamedRunResult(live=live, output_type=call.output_type, cache_key=key, price=price)
         except (Exception, asyncio.CancelledError):  # paid for, counted, never stored
@@ -142,7 +144,7 @@ async def cached_agent_run_stream(
             if recording is not None and recording.complete and recording.events is not None and recording.offsets is not None
             else None
         )
-        entry = call.entry(live.result, attempts, time.perf_counter() - started, before, stream=record)
+        entry = make_entry(call, live.result, attempts, time.perf_counter() - started, before, stream=record)
         data = call.encoded(entry) if key is not None else None
         stored = data is not None and await cache.guarded.set(key, data, call.ttl)  # type: ignore[arg-type]
         errors += data is not None and not stored

@@ -1,0 +1,96 @@
+"""An `event_stream_handler` on a cached run: its events recorded on a miss, replayed to it on a hit.
+
+PydanticAI calls the handler once per streamed step of the run (a model response, a round of tool calls), each
+time with that step's events. On a miss the cache passes the handler the same events it would have had, and keeps
+a copy of each group; the entry stores them (`"events": [[...], ...]`). On a hit the handler is called again once
+per recorded group, in order, with a `RunContext` of the caller's run (its deps, usage, messages, ids).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+from pydantic_ai import RunContext
+from pydantic_ai.messages import AgentStreamEvent
+from pydantic_ai.models import Model
+
+__all__ = ("event_groups", "recording_handler", "replay_events")
+
+Handler = Callable[[RunContext[Any], AsyncIterable[AgentStreamEvent]], Awaitable[None]]
+
+
+@functools.lru_cache(maxsize=1)
+def _groups_adapter() -> TypeAdapter[list[list[AgentStreamEvent]]]:
+    """The stored form of the recorded groups (built when first needed: most hits never read events)."""
+    return TypeAdapter(list[list[AgentStreamEvent]])
+
+
+def event_groups(entry: Any) -> list[list[AgentStreamEvent]] | None:
+    """The groups recorded with an entry, as new objects; None if it has none or they do not validate."""
+    if entry.events is None:
+        return None
+    try:
+        if isinstance(entry.events, list) and all(isinstance(g, list) for g in entry.events) and not any(
+            isinstance(e, dict) for g in entry.events for e in g
+        ):
+            return copy.deepcopy(entry.events)  # the leader's own recording (no bytes to read)
+        return _groups_adapter().validate_python(entry.events)
+    except ValidationError:
+        return None
+
+
+def recording_handler(handler: Handler) -> tuple[Handler, list[list[AgentStreamEvent]]]:
+    """`handler`, recording every event it is given (one list per call), and the recording."""
+    groups: list[list[AgentStreamEvent]] = []
+
+    async def recording(ctx: RunContext[Any], events: AsyncIterable[AgentStreamEvent]) -> None:
+        group: list[AgentStreamEvent] = []
+        groups.append(group)
+
+        async def tee() -> AsyncIterator[AgentStreamEvent]:
+            async for event in events:
+                group.append(copy.deepcopy(event))  # as it was given: later steps do not change it
+                yield event
+
+        await handler(ctx, tee())
+
+    return recording, groups
+
+
+async def replay_events(
+    handler: Handler, groups: list[list[AgentStreamEvent]], *, deps: Any, model: Any, run: Any, prompt: Any
+) -> None:
+    """Call `handler` once per recorded group, with a `RunContext` of the caller's own run."""
+    ctx = _context(deps=deps, model=model if isinstance(model, Model) else None, run=run, prompt=prompt)
+    for group in groups:
+
+        async def events(group: list[AgentStreamEvent] = group) -> AsyncIterator[AgentStreamEvent]:
+            for event in group:
+                yield event
+
+        await handler(ctx, events())
+
+
+def _context(*, deps: Any, model: Any, run: Any, prompt: Any) -> RunContext[Any]:
+    values = {
+        "deps": deps,
+        "model": model,
+        "usage": run.usage,
+        "prompt": prompt,
+        "messages": run.all_messages(),
+        "run_id": run.run_id,
+        "conversation_id": run.conversation_id,
+        "metadata": run.metadata,
+    }
+    names = _context_fields()
+    return RunContext(**{k: v for k, v in values.items() if k in names})
+
+
+@functools.lru_cache(maxsize=1)
+def _context_fields() -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(RunContext) if f.init)

@@ -1,0 +1,269 @@
+"""`cached_agent_run_stream` and `event_stream_handler`: a hit streams as the miss did."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+from pydantic_ai import Agent
+from pydantic_ai.exceptions import UserError
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelResponse,
+    TextPart,
+    ToolCallPart,
+    ToolReturnPart,
+)
+from pydantic_ai.models.function import AgentInfo, DeltaToolCall, FunctionModel
+
+from pyai_caching import (
+    CachedStreamedRunResult,
+    CacheMissError,
+    ConfigurationError,
+    MemoryStore,
+    ModelCosts,
+    cached_agent_run,
+    cached_agent_run_stream,
+)
+
+CHUNKS = ("It ", "is ", "sunny", ".")
+
+
+class Counts:
+    def __init__(self) -> None:
+        self.requests = 0
+        self.tools = 0
+
+
+def weather_agent(counts: Counts, *, fail_after: int | None = None) -> Agent[None, str]:
+    def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        counts.requests += 1
+        if isinstance(messages[-1].parts[-1], ToolReturnPart):
+            return ModelResponse(parts=[TextPart("".join(CHUNKS))])
+        return ModelResponse(parts=[ToolCallPart("weather", {"city": "Paris"})])
+
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> Any:
+        counts.requests += 1
+        if isinstance(messages[-1].parts[-1], ToolReturnPart):
+            for index, chunk in enumerate(CHUNKS):
+                if fail_after is not None and index == fail_after:
+                    raise RuntimeError("connection reset")
+                yield chunk
+        else:
+            yield {0: DeltaToolCall(name="weather", json_args='{"city": ')}
+            yield {0: DeltaToolCall(json_args='"Paris"}')}
+
+    agent = Agent(FunctionModel(answer, stream_function=stream))
+
+    @agent.tool_plain
+    def weather(city: str) -> str:
+        counts.tools += 1
+        return "sunny"
+
+    return agent
+
+
+COSTS = {"function:answer:stream": ModelCosts(cost_per_million_input_tokens=1e6, cost_per_million_output_tokens=0)}
+
+
+async def deltas(agent: Agent[None, Any], store: MemoryStore, **kwargs: Any) -> tuple[list[str], CachedStreamedRunResult[Any]]:
+    async with cached_agent_run_stream(agent, "weather?", "stream", store=store, custom_costs=COSTS, **kwargs) as result:
+        return [d async for d in result.stream_text(delta=True, debounce_by=None)], result
+
+
+async def test_a_hit_streams_the_same_deltas_without_the_model_or_tools() -> None:
+    counts, store = Counts(), MemoryStore()
+    agent = weather_agent(counts)
+    live, miss = await deltas(agent, store)
+    replayed, hit = await deltas(agent, store)
+    assert live == replayed == list(CHUNKS)
+    assert (counts.requests, counts.tools) == (2, 1)
+    assert (miss.cached, hit.cached) == (False, True)
+    assert miss.cost is not None and miss.cost > 0 and hit.cost == 0.0 and hit.saved_cost == miss.cost
+    assert hit.usage == miss.usage
+    assert hit.run_id != miss.run_id
+    assert [type(m).__name__ for m in hit.all_messages()] == [type(m).__name__ for m in miss.all_messages()]
+    assert hit.is_complete and hit.result.output == miss.result.output == "It is sunny."
+
+
+async def test_snapshots_text_and_output_replay_as_they_streamed() -> None:
+    counts, store = Counts(), MemoryStore()
+    agent = weather_agent(counts)
+
+    async def read(how: str) -> list[Any]:
+        async with cached_agent_run_stream(agent, "weather?", how, store=store) as result:
+            if how == "response":
+                return [[p.content for p in r.parts] async for r in result.stream_response(debounce_by=None)]
+            if how == "text":
+                return [t async for t in result.stream_text(debounce_by=None)]
+            return [o async for o in result.stream_output(debounce_by=None)]
+
+    for how in ("response", "text", "output"):
+        live, replayed = await read(how), await read(how)
+        assert replayed == live, how
+        assert len(live) > 2
+    assert counts.requests == 6
+
+
+async def test_debounced_and_paced_replays() -> None:
+    counts, store = Counts(), MemoryStore()
+    agent = weather_agent(counts)
+    await deltas(agent, store)
+    async with cached_agent_run_stream(agent, "weather?", "stream", store=store) as result:
+        # replayed at once, a debounced stream arrives as one group
+        assert [t async for t in result.stream_text(delta=True)] == ["It is sunny."]
+    async with cached_agent_run_stream(agent, "weather?", "stream", store=store, pace=1000.0) as result:
+        assert [t async for t in result.stream_text(delta=True, debounce_by=None)] == list(CHUNKS)
+    async with cached_agent_run_stream(agent, "weather?", "stream", store=store) as result:
+        assert await result.get_output() == "It is sunny."
+        assert [t async for t in result.stream_text()] == ["It is sunny."]  # read already: the whole text, once
+    assert counts.requests == 2
+
+
+async def test_stream_and_run_share_entries_both_ways() -> None:
+    counts, store = Counts(), MemoryStore()
+    agent = weather_agent(counts)
+    await deltas(agent, store)
+    run = await cached_agent_run(agent, "weather?", "stream", store=store)
+    assert run.cached and run.output == "It is sunny." and counts.requests == 2
+
+    counts, store = Counts(), MemoryStore()
+    agent = weather_agent(counts)
+    await cached_agent_run(agent, "weather?", "stream", store=store)
+    replayed, hit = await deltas(agent, store)
+    assert hit.cached and replayed == ["It is sunny."]  # recorded without a stream: one chunk per part
+    assert counts.requests == 2
+
+
+async def test_a_stream_left_part_way_is_not_stored() -> None:
+    counts, store = Counts(), MemoryStore()
+    agent = weather_agent(counts)
+    async with cached_agent_run_stream(agent, "weather?", "stream", store=store) as result:
+        async for _ in result.stream_text(delta=True, debounce_by=None):
+            break
+    assert await store.keys("pyai_caching:v2:stream:") == []
+    _, again = await deltas(agent, store)
+    assert not again.cached and counts.requests == 4
+
+
+async def test_a_stream_failing_part_way_is_not_stored() -> None:
+    counts, store = Counts(), MemoryStore()
+    with pytest.raises(RuntimeError, match="connection reset"):
+        await deltas(weather_agent(counts, fail_after=2), store)
+    assert await store.keys("pyai_caching:v2:stream:") == []
+
+
+async def test_a_cancelled_stream_is_not_stored() -> None:
+    counts, store = Counts(), MemoryStore()
+    agent = weather_agent(counts)
+    started = asyncio.Event()
+
+    async def read() -> None:
+        async with cached_agent_run_stream(agent, "weather?", "stream", store=store) as result:
+            async for _ in result.stream_text(delta=True, debounce_by=None):
+                started.set()
+                await asyncio.sleep(10)
+
+    task = asyncio.create_task(read())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await store.keys("pyai_caching:v2:stream:") == []
+
+
+class Forecast(BaseModel):
+    city: str
+    summary: str
+
+
+async def test_structured_output_streams_partials_then_the_output() -> None:
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> Any:
+        tool = info.output_tools[0].name
+        for piece in ('{"city": "Par', 'is", "summary": "sun', 'ny"}'):
+            yield {0: DeltaToolCall(name=tool if piece.startswith("{") else None, json_args=piece)}
+
+    agent = Agent(FunctionModel(stream_function=stream), output_type=Forecast)
+    store = MemoryStore()
+    outputs = []
+    for _ in range(2):
+        async with cached_agent_run_stream(agent, "weather?", "forecast", store=store) as result:
+            outputs.append([o async for o in result.stream_output(debounce_by=None)])
+    assert outputs[0][-1] == outputs[1][-1] == Forecast(city="Paris", summary="sunny")
+    assert result.cached and all(isinstance(o, Forecast) for o in outputs[1])
+    assert len(outputs[1]) > 1  # partial outputs came before the full one
+    with pytest.raises(UserError, match="text"):
+        async with cached_agent_run_stream(agent, "weather?", "forecast", store=store) as result:
+            [t async for t in result.stream_text()]
+
+
+async def test_each_hit_is_the_callers_own() -> None:
+    counts, store = Counts(), MemoryStore()
+    agent = weather_agent(counts)
+    await deltas(agent, store)
+    _, first = await deltas(agent, store)
+    first.all_messages().append(first.all_messages()[0])
+    first.result.all_messages()[-1].parts.clear()
+    _, second = await deltas(agent, store)
+    assert len(second.all_messages()) == 4 and second.all_messages()[-1].parts
+
+
+async def test_replay_mode_raises_before_any_model_call() -> None:
+    counts, store = Counts(), MemoryStore()
+    agent = weather_agent(counts)
+    with pytest.raises(CacheMissError):
+        await deltas(agent, store, mode="replay")
+    assert counts.requests == 0
+    await deltas(agent, store)
+    replayed, hit = await deltas(agent, store, mode="replay")
+    assert hit.cached and replayed == list(CHUNKS)
+
+
+async def test_bad_arguments_are_rejected_before_any_model_call() -> None:
+    counts, store = Counts(), MemoryStore()
+    agent = weather_agent(counts)
+    for bad in ({"pace": 0}, {"pace": "fast"}, {"mode": "sometimes"}):
+        with pytest.raises((ValueError, ConfigurationError)):
+            await deltas(agent, store, **bad)
+    with pytest.raises(ValueError):
+        async with cached_agent_run_stream(agent, "weather?", "", store=store):
+            pass
+    assert counts.requests == 0
+
+
+# --- event_stream_handler on cached_agent_run
+
+
+async def test_a_hit_replays_the_events_to_the_handler_with_the_callers_run() -> None:
+    counts, store = Counts(), MemoryStore()
+    agent = weather_agent(counts)
+    seen: list[list[tuple[str, str]]] = []
+    results = []
+    for _ in range(2):
+        got: list[tuple[str, str]] = []
+
+        async def handler(ctx: Any, events: Any) -> None:
+            async for event in events:
+                got.append((type(event).__name__, ctx.run_id))
+
+        results.append(await cached_agent_run(agent, "weather?", "events", store=store, event_stream_handler=handler))
+        seen.append(got)
+    assert results[1].cached and counts.requests == 2
+    assert [name for name, _ in seen[1]] == [name for name, _ in seen[0]]
+    assert "FunctionToolResultEvent" in [name for name, _ in seen[1]]
+    assert {run_id for _, run_id in seen[1]} == {results[1].run_id}
+
+
+async def test_a_hit_recorded_without_a_handler_warns(caplog: pytest.LogCaptureFixture) -> None:
+    counts, store = Counts(), MemoryStore()
+    agent = weather_agent(counts)
+    await cached_agent_run(agent, "weather?", "events-later", store=store)
+
+    async def handler(ctx: Any, events: Any) -> None:
+        async for _ in events:
+            pass
+
+    result = await cached_agent_run(agent, "weather?", "events-later", store=store, event_stream_handler=handler)
+    assert result.cached and "recorded without an event_stream_handler" in caplog.text
