@@ -34,3 +34,16 @@ def test_demo_runs_offline(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "MISS" in done.stdout and "hit rate" in done.stdout
+
+
+def test_streaming_example_runs_offline() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "streaming.py")], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "stream miss: cached False, deltas ['In Paris ', 'it is ', 'sunny', '.']" in out
+    assert "stream hit: cached True, deltas ['In Paris ', 'it is ', 'sunny', '.']" in out
+    assert "stream shared with cached_agent_run: cached True" in out
+    assert "events miss: 10 events, 1 tool result" in out and "events hit: 10 events, 1 tool result" in out
+    assert "response cache: 3 tool runs, 2 model calls, second run cached [True, True]" in out
