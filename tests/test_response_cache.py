@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from pydantic_ai import Agent
+from pydantic_ai.exceptions import ModelHTTPError
 from pydantic_ai.messages import (
     ModelMessage,
     ModelRequest,
@@ -29,10 +31,12 @@ from pyai_caching import (
     ModelCosts,
     ResponseCache,
     cached_agent_run,
+    cached_agent_run_stream,
     get_stats,
 )
 from pyai_caching._keys import request_digest
 from pyai_caching._keys._requests import model_request_digest
+from pyai_caching._scope import scoped
 
 COSTS = {"function:answer:stream_answer": ModelCosts(cost_per_million_input_tokens=1e6, cost_per_million_output_tokens=0)}
 """$1 per input token: every response has a visible price."""
@@ -302,4 +306,93 @@ def test_transport_settings_are_not_in_the_key() -> None:
     model = TestModel()
     assert model_request_digest(model, _request("q"), {"timeout": 5, "max_retries": 2}, _params()) == model_request_digest(
         model, _request("q"), {}, _params()
+    )
+
+
+# --- every backend, concurrency, retries, composition
+
+
+async def test_every_store_serves_requests_and_streams(store: Any) -> None:
+    calls = Calls()
+    agent = weather_agent(calls, store=store)
+    await agent.run("weather?")
+    async with agent.run_stream("weather, streamed?") as stream:
+        live = [d async for d in stream.stream_text(delta=True, debounce_by=None)]
+    second = await agent.run("weather?")
+    async with agent.run_stream("weather, streamed?") as stream:
+        replayed = [d async for d in stream.stream_text(delta=True, debounce_by=None)]
+    assert replayed == live == ["It ", "is ", "sunny", "."]
+    assert cached_marks(second.all_messages()) == [True, True]
+    assert len(calls.requests) == 4
+
+
+async def test_concurrent_identical_requests_make_one_model_call() -> None:
+    calls = Calls()
+    agent = weather_agent(calls)
+    results = await asyncio.gather(*(agent.run("weather?") for _ in range(10)))
+    assert {r.output for r in results} == {"It is sunny."}
+    assert calls.requests == ["UserPromptPart", "ToolReturnPart"]
+    assert len(calls.tools) == 10
+
+
+async def test_a_rate_limited_request_is_retried_alone_and_stored_once() -> None:
+    failures = [ModelHTTPError(429, "m", body="slow down")]
+    tools: list[str] = []
+
+    def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        last = messages[-1].parts[-1]
+        if isinstance(last, ToolReturnPart):
+            if failures:
+                raise failures.pop()
+            return ModelResponse(parts=[TextPart("done")])
+        return ModelResponse(parts=[ToolCallPart("charge_card", {})])
+
+    events: list[ExpenseEvent] = []
+    recorder = type("R", (), {"record": lambda self, e: events.append(e)})()
+    agent = Agent(
+        FunctionModel(answer),
+        capabilities=[ResponseCache(task_name="charge", store=MemoryStore(), initial_wait=0.01, expense_recorder=recorder)],
+    )
+
+    @agent.tool_plain
+    def charge_card() -> str:
+        tools.append("charged")
+        return "ok"
+
+    assert (await agent.run("pay")).output == "done"
+    assert tools == ["charged"]  # the retry resent the failed request only, not the run
+    assert [e.failed_attempts for e in events] == [0, 1]
+
+
+async def test_whole_run_streaming_over_response_caching_records_both() -> None:
+    calls = Calls()
+    store = MemoryStore()
+    agent = weather_agent(calls, store=store)
+    async with cached_agent_run_stream(agent, "weather?", "runs", store=store) as stream:
+        live = [d async for d in stream.stream_text(delta=True, debounce_by=None)]
+    async with cached_agent_run_stream(agent, "weather?", "runs", store=store) as stream:
+        assert stream.cached and [d async for d in stream.stream_text(delta=True, debounce_by=None)] == live
+    async with agent.run_stream("weather?") as stream:  # each request was recorded too
+        assert [d async for d in stream.stream_text(delta=True, debounce_by=None)] == live
+    assert len(calls.requests) == 2
+
+
+async def test_the_pytest_plugin_scope_points_requests_at_its_store_and_mode() -> None:
+    recordings = MemoryStore()
+    calls = Calls()
+    with scoped(recordings, "read_write") as scope:
+        await weather_agent(calls, store=MemoryStore()).run("weather?")
+    assert len(scope.recorded) == 2 and len(await recordings.keys("pyai_caching:")) == 2
+    with scoped(recordings, "replay") as scope:
+        await weather_agent(calls, store=MemoryStore()).run("weather?")
+        with pytest.raises(CacheMissError):
+            await weather_agent(calls).run("something new")
+    assert len(scope.replayed) == 2 and len(scope.missing) == 1
+    assert len(calls.requests) == 2
+
+
+def test_only_transport_settings_key_as_no_settings() -> None:
+    model = TestModel()
+    assert model_request_digest(model, _request("q"), {"max_retries": 0}, _params()) == model_request_digest(
+        model, _request("q"), None, _params()
     )

@@ -9,6 +9,7 @@ run is priced even when a later request fails.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -110,10 +111,11 @@ class RetryingModel(WrapperModel):
             context = self.wrapped.request_stream(messages, settings, model_request_parameters, run_context)
             return context, await context.__aenter__()
 
+        sent = time.perf_counter()
         context, stream = await self.attempts.send(open_stream)
         self.attempts.streams.append(stream)
         if self.attempts.record:
-            self.attempts.recordings.append(record_events(stream))
+            self.attempts.recordings.append(record_events(stream, sent))
         failed = False
         try:
             yield stream

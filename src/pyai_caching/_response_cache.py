@@ -133,7 +133,8 @@ class ResponseCache(AbstractCapability[Any]):
         )
         if call.mode != "off":
             try:
-                call.key = format_key(namespace, self.task_name, model_request_digest(model, messages, settings, params))
+                digest = model_request_digest(_keyed_model(model), messages, settings, params)
+                call.key = format_key(namespace, self.task_name, digest)
             except UnkeyableError as exc:
                 call.unkeyable = exc
         return call
@@ -162,7 +163,7 @@ class CachingModel(WrapperModel):
             entry = await self._send(messages, model_settings, model_request_parameters)
             await account_request(call, entry, hit=False, errors=0, started=started)
             return entry.response
-        manifest = _manifest(self.wrapped, messages, model_settings, model_request_parameters)
+        manifest = _manifest(_keyed_model(self.wrapped), messages, model_settings, model_request_parameters)
 
         async def produce() -> Produced[CachedResponse]:
             entry = await self._send(messages, model_settings, model_request_parameters)
@@ -204,7 +205,7 @@ class CachingModel(WrapperModel):
         if call.key is None:
             call.check_uncached()
         else:
-            manifest = _manifest(self.wrapped, messages, model_settings, model_request_parameters)
+            manifest = _manifest(_keyed_model(self.wrapped), messages, model_settings, model_request_parameters)
             try:
                 outcome = await read(call.flights, call.cache, call.key, mode=call.mode, decode=decode_response)
             except Missing as missing:
@@ -220,7 +221,7 @@ class CachingModel(WrapperModel):
         attempts = Attempts(self.config._backoff())  # pyright: ignore[reportPrivateUsage]
         retrying = RetryingModel(self.wrapped, attempts)
         async with retrying.request_stream(messages, model_settings, model_request_parameters, run_context) as stream:
-            recording = record_events(stream)
+            recording = record_events(stream, started)
             yield stream
         entry = self._priced(stream.get(), attempts, time.perf_counter() - started, recording.events, recording.offsets)
         complete = recording.complete and getattr(entry.response, "state", "complete") == "complete"
@@ -284,6 +285,14 @@ def _served(entry: CachedResponse, key: str) -> ModelResponse:
     response = entry.response
     metadata = {**(response.metadata or {}), MARK: {"cached": True, "key": key, "saved_cost": entry.cost}}
     return dataclasses.replace(response, metadata=metadata, timestamp=datetime.now(UTC))
+
+
+def _keyed_model(model: Model) -> Model:
+    """The model a request is keyed by: our own wrappers (retries, another cache) change how it is sent, not what
+    it answers."""
+    while isinstance(model, (RetryingModel, CachingModel)):
+        model = model.wrapped
+    return model
 
 
 def _is_cached_by(model: Model, config: ResponseCache) -> bool:

@@ -30,9 +30,11 @@ class Recording:
     complete: bool = False
 
 
-def record_events(stream: StreamedResponse) -> Recording:
-    """Record `stream`'s events as they are read. Does nothing (a `Recording` with no events) when the stream's
-    iterator already started, or this PydanticAI keeps it elsewhere: such a stream is answered, not stored."""
+def record_events(stream: StreamedResponse, started: float | None = None) -> Recording:
+    """Record `stream`'s events as they are read, with their times from `started` (a `time.perf_counter()`: when
+    the request was sent, so the model's time to first token is in them; default now). Does nothing (a
+    `Recording` with no events) when the stream's iterator already started, or this PydanticAI keeps it
+    elsewhere: such a stream is answered, not stored."""
     current = getattr(stream, "_event_iterator", False)
     if current is None:
         inner = type(stream).__aiter__(stream)  # the iterator the stream would hand out: PartEnd and FinalResult included
@@ -41,7 +43,7 @@ def record_events(stream: StreamedResponse) -> Recording:
     else:
         return Recording(events=None, offsets=None)
     recording = Recording()
-    started = time.perf_counter()
+    started = time.perf_counter() if started is None else started
 
     async def recorded() -> AsyncIterator[ModelResponseStreamEvent]:
         assert recording.events is not None and recording.offsets is not None

@@ -42,7 +42,7 @@ def model_request_digest(
     material = {
         "kind": "model_request",
         "model": model,
-        "settings": key_settings(settings),
+        "settings": key_settings(settings) or None,  # no settings, or only transport ones, are none
         "parameters": _parameters_data(parameters),
         "messages": list(messages),
     }
