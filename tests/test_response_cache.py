@@ -396,3 +396,16 @@ def test_only_transport_settings_key_as_no_settings() -> None:
     assert model_request_digest(model, _request("q"), {"max_retries": 0}, _params()) == model_request_digest(
         model, _request("q"), None, _params()
     )
+
+
+async def test_recording_an_unchanged_response_again_rewrites_no_fixture_file(tmp_path: Any) -> None:
+    from pyai_caching import FixtureStore
+
+    fixtures = FixtureStore(tmp_path)
+    calls = Calls()
+    await weather_agent(calls, store=fixtures).run("weather?")
+    files = sorted(tmp_path.rglob("*.json"))
+    before = {f: f.read_bytes() for f in files}
+    await weather_agent(calls, store=fixtures, mode="refresh").run("weather?")
+    assert len(calls.requests) == 4 and len(files) == 2
+    assert {f: f.read_bytes() for f in sorted(tmp_path.rglob("*.json"))} == before

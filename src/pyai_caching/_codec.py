@@ -264,6 +264,8 @@ def _comparable(entry: dict[str, Any]) -> dict[str, Any]:
         if isinstance(messages, list):
             run["messages"] = [_comparable_message(m) for m in messages]
         out["run"] = run
+    if isinstance(out.get("response"), dict):  # a `ResponseCache` entry: one response
+        out["response"] = _comparable_message(out["response"])
     return out
 
 

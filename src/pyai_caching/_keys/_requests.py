@@ -49,10 +49,11 @@ def model_request_digest(
     return hashlib.sha256(_renumbered(canonical_json(material))).hexdigest()
 
 
-def _renumbered(encoded: bytes) -> bytes:
-    """Tool call ids PydanticAI generated (`pyd_ai_<uuid>`) as their order of first appearance: a call and the
-    return naming it still pair up, and a run whose ids were generated anew keys the same."""
-    seen: dict[bytes, bytes] = {}
+def _renumbered(encoded: bytes, seen: dict[bytes, bytes] | None = None) -> bytes:
+    """Tool call ids PydanticAI generated (`pyd_ai_<uuid>`) as their order of first appearance (in `seen`, shared
+    across calls): a call and the return naming it still pair up, and a run whose ids were generated anew keys the
+    same."""
+    seen = {} if seen is None else seen
 
     def number(match: re.Match[bytes]) -> bytes:
         return seen.setdefault(match.group(0), b'"tool_call_id":"#%d"' % len(seen))
@@ -93,4 +94,6 @@ def model_request_manifest(
     items["instructions"] = _digest(getattr(parameters, "instruction_parts", None))
     items["native tools"] = _digest(parameters.native_tools)
     items["request parameters"] = _digest(_parameters_data(parameters))
-    return {"items": items, "messages": [f"{message_kind(m)} {_digest(m)}" for m in messages]}
+    seen: dict[bytes, bytes] = {}
+    digests = ["#" + hashlib.sha256(_renumbered(canonical_json(m), seen)).hexdigest()[:12] for m in messages]
+    return {"items": items, "messages": [f"{message_kind(m)} {d}" for m, d in zip(messages, digests, strict=True)]}
