@@ -267,3 +267,20 @@ async def test_a_hit_recorded_without_a_handler_warns(caplog: pytest.LogCaptureF
 
     result = await cached_agent_run(agent, "weather?", "events-later", store=store, event_stream_handler=handler)
     assert result.cached and "recorded without an event_stream_handler" in caplog.text
+
+
+async def test_a_streamed_hit_replays_the_events_to_the_handler() -> None:
+    counts, store = Counts(), MemoryStore()
+    agent = weather_agent(counts)
+    seen: list[list[str]] = []
+    for _ in range(2):
+        got: list[str] = []
+
+        async def handler(ctx: Any, events: Any, got: list[str] = got) -> None:
+            async for event in events:
+                got.append(type(event).__name__)
+
+        await deltas(agent, store, event_stream_handler=handler)
+        seen.append(got)
+    assert seen[0] == seen[1] and "FunctionToolResultEvent" in seen[0]
+    assert counts.requests == 2

@@ -187,12 +187,12 @@ class RunCall:
             raise await missing_error(self, cache, missing) from missing.drift
         handler = self.run_kwargs.get("event_stream_handler")
         if outcome.hit and handler is not None:
-            await self._replay_events(handler, outcome.value)
+            await self.replay_events(handler, outcome.value)
         return await account(
             self, cache, namespace, key, outcome.value, hit=outcome.hit, errors=outcome.errors, started=started
         )
 
-    async def _replay_events(self, handler: Any, entry: CachedRun[Any]) -> None:
+    async def replay_events(self, handler: Any, entry: CachedRun[Any]) -> None:
         """Give the handler the events recorded with the entry, as the run that made it gave them."""
         groups = event_groups(entry)
         if groups is None:

@@ -10,6 +10,7 @@ stream left part-way, cancelled or failed is paid for and counted, never stored)
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -27,6 +28,7 @@ from ._call import RunCall
 from ._codec import StreamRecord, stream_record
 from ._config import CacheMode, resolve_namespace, resolve_store_spec
 from ._engine import Missing, read
+from ._events import recording_handler
 from ._keys import UnkeyableError, effective_model_name
 from ._logs import warn_once
 from ._registry import loop_state
@@ -117,6 +119,9 @@ async def cached_agent_run_stream(
             if outcome.value is not None:
                 entry = outcome.value
                 run = await account(call, cache, namespace, key, entry, hit=True, errors=errors, started=started)
+                handler = call.run_kwargs.get("event_stream_handler")
+                if handler is not None:  # as live: the handler has the events up to the final result first
+                    await call.replay_events(handler, entry)
                 replay = Replay.of(run.response, stream_record(entry), pace)
                 yield CachedStreamedRunResult(replay=replay, run=run, output_type=call.output_type, cache_key=key)
                 return
@@ -130,6 +135,9 @@ async def cached_agent_run_stream(
 
         try:
             kwargs = kwargs_with_retries(call, attempts)
+            groups = None
+            if kwargs.get("event_stream_handler") is not None:  # its events are recorded, for hits to replay
+                kwargs["event_stream_handler"], groups = recording_handler(kwargs["event_stream_handler"])
             async with call.agent.run_stream(call.prompt, message_history=call.history or None, **kwargs) as live:
                 yield CachedStreamedRunResult(live=live, output_type=call.output_type, cache_key=key, price=price)
         except (Exception, asyncio.CancelledError):  # paid for, counted, never stored
@@ -145,6 +153,8 @@ async def cached_agent_run_stream(
             else None
         )
         entry = make_entry(call, live.result, attempts, time.perf_counter() - started, before, stream=record)
+        if groups is not None:
+            entry = dataclasses.replace(entry, events=groups)
         data = call.encoded(entry) if key is not None else None
         stored = data is not None and await cache.guarded.set(key, data, call.ttl)  # type: ignore[arg-type]
         errors += data is not None and not stored
