@@ -32,7 +32,7 @@ from pydantic_ai.messages import ModelResponseStreamEvent
 from pydantic_ai.output import OutputDataT
 from pydantic_ai.usage import RunUsage
 
-__all__ = ("FORMAT", "CachedRun", "StreamRecord", "stream_record", "DecodeError", "encode", "decode", "read_manifest", "same_answer")
+__all__ = ("FORMAT", "CachedRun", "StreamRecord", "first_error", "spliced", "stream_record", "DecodeError", "encode", "decode", "read_manifest", "same_answer")
 
 FORMAT = 1
 
@@ -166,12 +166,15 @@ def encode(entry: CachedRun[Any], output_type: Any, *, manifest: Any = None) -> 
         run=run,
     )
     data = envelope.model_dump_json(exclude=_SPLICED).encode()
-    for name in ("stream", "events"):  # spliced in, so entries without them stay as they were
-        value = getattr(entry, name)
+    # spliced in, so entries without them stay as they were; hits never read the manifest (not in the schema)
+    return spliced(data, stream=entry.stream, events=entry.events, manifest=manifest)
+
+
+def spliced(data: bytes, **fields: Any) -> bytes:
+    """A JSON object's bytes with `fields` that are not None added at its end (as JSON)."""
+    for name, value in fields.items():
         if value is not None:
             data = data[:-1] + b',"' + name.encode() + b'":' + pydantic_core.to_json(value) + b"}"
-    if manifest is not None:  # spliced in: hits never read it (`decode` ignores it), so it is not in the schema
-        data = data[:-1] + b',"manifest":' + json.dumps(manifest, ensure_ascii=False, separators=(",", ":")).encode() + b"}"
     return data
 
 
@@ -202,12 +205,12 @@ def decode(data: bytes, output_type: Any, *, context: Any = None) -> CachedRun[A
     try:
         envelope = _ENVELOPE.model_validate_json(data)
     except ValidationError as exc:
-        raise DecodeError(f"entry does not validate: {_first_error(exc, 'entry')}") from exc
+        raise DecodeError(f"entry does not validate: {first_error(exc, 'entry')}") from exc
     try:
         if adapter is not None:  # the output's own validators run here, once, with the caller's context
             envelope.run.output = adapter.validate_python(envelope.run.output, context=context)
     except ValidationError as exc:
-        raise DecodeError(f"the output does not validate: {_first_error(exc, 'output')}") from exc
+        raise DecodeError(f"the output does not validate: {first_error(exc, 'output')}") from exc
     except Exception as exc:  # noqa: BLE001 - a user validator raising TypeError, KeyError, ...: never the caller's error
         raise DecodeError(f"a validator of the output raised {type(exc).__name__}: {exc}") from exc
     return CachedRun(
@@ -232,7 +235,7 @@ def stream_record(entry: CachedRun[Any]) -> StreamRecord | None:
         return None
 
 
-def _first_error(exc: ValidationError, root: str) -> str:
+def first_error(exc: ValidationError, root: str) -> str:
     """`output.cents: Value error, ... (1 of 2 errors)`: where the first error is, and what it says."""
     first = exc.errors()[0]
     where = ".".join([root, *(str(part) for part in first["loc"])])

@@ -91,16 +91,9 @@ async def fetch(
     flight: _Flight[E] | None = flights.get(in_flight)
     if flight is None and mode != "refresh":
         replay = mode == "replay"
-        data, failed = await (cache.guarded.get_including_expired(key) if replay else cache.guarded.get(key))
-        errors += failed
-        if data is not None:
-            try:
-                return Outcome(decode(data), hit=True, errors=errors)
-            except DecodeError as exc:
-                if replay:
-                    raise Missing(key, drift=exc) from exc
-                errors += 1
-                logger.warning("unreadable cache entry %s (calling the model and overwriting it): %s", key, exc)
+        found, data, failed, errors = await _read_store(cache, key, replay, decode)
+        if found is not None:
+            return found
         flight = flights.get(in_flight)  # another caller may have started while we read
         if flight is None and replay:
             raise Missing(key, store_failed=bool(failed))
@@ -143,19 +136,31 @@ async def read(
         except Exception:  # noqa: BLE001 - the flight failed or its answer has no entry: read the store
             pass
     replay = mode == "replay"
+    found, _, failed, errors = await _read_store(cache, key, replay, decode)
+    if found is not None:
+        return found
+    if replay:
+        raise Missing(key, store_failed=failed)
+    return Outcome(None, hit=False, errors=errors)
+
+
+async def _read_store(
+    cache: Cache, key: str, replay: bool, decode: Callable[[bytes], E]
+) -> tuple[Outcome[E] | None, bytes | None, bool, int]:
+    """The store's entry for `key` as a hit, if it decodes; else None with the bytes read (if any), whether the read
+    failed, and the store errors so far. `replay` reads entries past their TTL and raises for one that does not
+    decode (`Missing` with the drift); otherwise such an entry is logged and left to be overwritten."""
     data, failed = await (cache.guarded.get_including_expired(key) if replay else cache.guarded.get(key))
     errors = int(failed)
     if data is not None:
         try:
-            return Outcome(decode(data), hit=True, errors=errors)
+            return Outcome(decode(data), hit=True, errors=errors), data, bool(failed), errors
         except DecodeError as exc:
             if replay:
                 raise Missing(key, drift=exc) from exc
             errors += 1
             logger.warning("unreadable cache entry %s (calling the model and overwriting it): %s", key, exc)
-    if replay:
-        raise Missing(key, store_failed=bool(failed))
-    return Outcome(None, hit=False, errors=errors)
+    return None, data, bool(failed), errors
 
 
 async def _follow(

@@ -14,14 +14,13 @@ a streamed request answered from it gets one event per part.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 from pydantic_ai.messages import ModelResponse, ModelResponseStreamEvent
 
-from ._codec import DecodeError
+from ._codec import DecodeError, first_error, spliced
 
 __all__ = ("CachedResponse", "decode_response", "encode_response")
 
@@ -68,10 +67,7 @@ def encode_response(entry: CachedResponse, *, manifest: Any = None) -> bytes:
         events=entry.events,
         offsets=entry.offsets,
     )
-    data = envelope.model_dump_json().encode()
-    if manifest is not None:
-        data = data[:-1] + b',"manifest":' + json.dumps(manifest, ensure_ascii=False, separators=(",", ":")).encode() + b"}"
-    return data
+    return spliced(envelope.model_dump_json().encode(), manifest=manifest)
 
 
 def decode_response(data: bytes) -> CachedResponse:
@@ -83,9 +79,7 @@ def decode_response(data: bytes) -> CachedResponse:
     try:
         envelope = _Envelope.model_validate_json(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(["entry", *(str(part) for part in first["loc"])])
-        raise DecodeError(f"entry does not validate as a model response: {where}: {first['msg']}") from exc
+        raise DecodeError(f"entry does not validate as a model response: {first_error(exc, 'entry')}") from exc
     if envelope.events is not None and envelope.offsets is not None and len(envelope.offsets) != len(envelope.events):
         raise DecodeError("entry does not validate as a model response: events and offsets differ in length")
     return CachedResponse(

@@ -18,14 +18,14 @@ from . import _portal
 from ._arguments import backoff
 from ._call import RunCall
 from ._config import CacheMode, resolve_namespace, resolve_store_spec
-from ._registry import loop_state
+from ._registry import Cache, LoopState, loop_state
 from ._result import CachedAgentRunResult
 from ._scope import active_scope
 from .costs import ModelCosts
 from .recorders import ExpenseCallback, ExpenseRecorder
 from .stores import Store
 
-__all__ = ("cached_agent_run", "cached_agent_run_sync")
+__all__ = ("cached_agent_run", "cached_agent_run_sync", "open_call")
 
 
 async def cached_agent_run(
@@ -80,8 +80,48 @@ async def cached_agent_run(
             from the nearest recording); `CacheDriftError` when the recorded answer no longer validates.
         UsageLimitExceeded: the provider kept rate limiting until `max_wait` seconds were spent waiting.
     """
+    call, state, cache, namespace = await open_call(
+        agent,
+        prompt,
+        task_name,
+        store=store,
+        redis_url=redis_url,
+        namespace=namespace,
+        mode=mode,
+        message_history=message_history,
+        ttl=ttl,
+        max_wait=max_wait,
+        initial_wait=initial_wait,
+        expense_recorder=expense_recorder,
+        custom_costs=custom_costs,
+        key_extra=key_extra,
+        run_kwargs=agent_run_kwargs,
+    )
+    return await call.execute(state, cache, namespace)
+
+
+async def open_call(
+    agent: Any,
+    prompt: Any,
+    task_name: Any,
+    *,
+    store: Store | None,
+    redis_url: str | None,
+    namespace: str | None,
+    mode: Any,
+    message_history: Any,
+    ttl: Any,
+    max_wait: float,
+    initial_wait: float,
+    expense_recorder: Any,
+    custom_costs: Any,
+    key_extra: Any,
+    run_kwargs: dict[str, Any],
+) -> tuple[RunCall, LoopState, Cache, str]:
+    """A whole-run call validated (before any model call) and the store it uses: the pytest plugin's scope first
+    (its store, and its mode unless the call names one), else the call's store or URL, else the environment."""
     scope = active_scope()
-    if scope is not None:  # the pytest plugin's `llm_cache`: every call uses its store, its mode by default
+    if scope is not None:
         store, mode = scope.store, mode if mode is not None else scope.mode
     call = RunCall.prepare(
         scope,
@@ -95,13 +135,11 @@ async def cached_agent_run(
         expense_recorder=expense_recorder,
         custom_costs=custom_costs,
         key_extra=key_extra,
-        run_kwargs=agent_run_kwargs,
+        run_kwargs=run_kwargs,
     )
-    namespace = resolve_namespace(namespace)
     spec = None if store is not None else resolve_store_spec(redis_url)
     state = await loop_state()
-    cache = state.cache_for(spec, store)
-    return await call.execute(state, cache, namespace)
+    return call, state, state.cache_for(spec, store), resolve_namespace(namespace)
 
 
 def cached_agent_run_sync(

@@ -22,18 +22,16 @@ from pydantic_ai.agent import AbstractAgent
 
 from . import _telemetry as telemetry
 from ._accounting import account, account_failure, missing_error
-from ._arguments import backoff
 from ._attempts import Attempts
 from ._call import RunCall
 from ._codec import StreamRecord, stream_record
-from ._config import CacheMode, resolve_namespace, resolve_store_spec
+from ._config import CacheMode
 from ._engine import Missing, read
 from ._events import recording_handler
 from ._keys import UnkeyableError, effective_model_name
 from ._logs import warn_once
-from ._registry import loop_state
+from ._run import open_call
 from ._running import kwargs_with_retries, make_entry, usage_before
-from ._scope import active_scope
 from ._stream_replay import Replay
 from ._stream_result import CachedStreamedRunResult
 from .costs import ModelCosts, price_responses
@@ -82,27 +80,24 @@ async def cached_agent_run_stream(
     """
     if pace is not None and (isinstance(pace, bool) or not isinstance(pace, (int, float)) or not pace > 0):
         raise ValueError(f"pace must be a positive number (1.0 replays at the recorded speed), not {pace!r}")
-    scope = active_scope()
-    if scope is not None:
-        store, mode = scope.store, mode if mode is not None else scope.mode
-    call = RunCall.prepare(
-        scope,
+    call, state, cache, namespace = await open_call(
         agent,
         prompt,
         task_name,
+        store=store,
+        redis_url=redis_url,
+        namespace=namespace,
         mode=mode,
         message_history=message_history,
         ttl=ttl,
-        backoff=backoff(initial_wait, max_wait),
+        max_wait=max_wait,
+        initial_wait=initial_wait,
         expense_recorder=expense_recorder,
         custom_costs=custom_costs,
         key_extra=key_extra,
         run_kwargs=agent_run_kwargs,
     )
-    namespace = resolve_namespace(namespace)
-    spec = None if store is not None else resolve_store_spec(redis_url)
-    state = await loop_state()
-    cache = state.cache_for(spec, store)
+    scope = call.scope
     with telemetry.run_span(call.task_name, call.mode, cache.guarded.store):
         started = time.perf_counter()
         key = _key(call, namespace)
