@@ -284,3 +284,24 @@ async def test_a_streamed_hit_replays_the_events_to_the_handler() -> None:
         seen.append(got)
     assert seen[0] == seen[1] and "FunctionToolResultEvent" in seen[0]
     assert counts.requests == 2
+
+
+async def test_a_response_changed_by_a_capability_replays_as_the_run_saw_it() -> None:
+    from dataclasses import dataclass, replace
+
+    from pydantic_ai.capabilities import AbstractCapability
+
+    @dataclass
+    class Shout(AbstractCapability[Any]):
+        async def after_model_request(self, ctx: Any, *, request_context: Any, response: ModelResponse) -> ModelResponse:
+            parts = [replace(p, content=p.content.upper()) if isinstance(p, TextPart) else p for p in response.parts]
+            return replace(response, parts=parts)
+
+    counts, store = Counts(), MemoryStore()
+    agent = weather_agent(counts)
+    first = await deltas(agent, store, capabilities=[Shout()])
+    second = await deltas(agent, store, capabilities=[Shout()])
+    assert second[1].cached and second[1].result.output == first[1].result.output
+    assert second[0] == first[0] == list(CHUNKS)  # what streamed live streams again
+    responses = [[m.parts for m in r.all_messages() if isinstance(m, ModelResponse)] for _, r in (first, second)]
+    assert responses[0] == responses[1]

@@ -141,19 +141,28 @@ async def cached_agent_run_stream(
         if not live.is_complete or getattr(live, "_completion_raised", False):  # left part-way: never stored
             await account_failure(call, cache, namespace, attempts, time.perf_counter() - started)
             return
-        recording = attempts.recordings[-1] if attempts.recordings else None
-        record = (
-            StreamRecord(events=recording.events, offsets=recording.offsets)
-            if recording is not None and recording.complete and recording.events is not None and recording.offsets is not None
-            else None
-        )
-        entry = make_entry(call, live.result, attempts, time.perf_counter() - started, before, stream=record)
+        run = live.result
+        entry = make_entry(call, run, attempts, time.perf_counter() - started, before, stream=_final_stream(attempts, run))
         if groups is not None:
             entry = dataclasses.replace(entry, events=groups)
         data = call.encoded(entry) if key is not None else None
         stored = data is not None and await cache.guarded.set(key, data, call.ttl)  # type: ignore[arg-type]
         errors += data is not None and not stored
         await account(call, cache, namespace, key, entry, hit=False, errors=errors, started=started, uncached=key is None)
+
+
+def _final_stream(attempts: Attempts, run: Any) -> StreamRecord | None:
+    """The recorded stream of the run's final response: the last stream opened, if it was read to its end and the
+    run has one response per stream (else the final response did not come from it: the entry then has no stream,
+    and a hit replays the final response part by part). What the caller saw stream is what a hit replays, even where
+    a capability changed the response afterwards."""
+    responses = sum(isinstance(m, _messages.ModelResponse) for m in run.new_messages())
+    if not attempts.recordings or len(attempts.recordings) != len(attempts.streams) or len(attempts.streams) != responses:
+        return None
+    recording = attempts.recordings[-1]
+    if not recording.complete or recording.events is None or recording.offsets is None:
+        return None
+    return StreamRecord(events=recording.events, offsets=recording.offsets)
 
 
 def _key(call: RunCall, namespace: str) -> str | None:
