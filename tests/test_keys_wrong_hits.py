@@ -417,3 +417,40 @@ def test_plain_data_a_function_reads_from_its_module_is_keyed() -> None:
     finally:
         LANGUAGE["name"] = "French"
     assert key(agent) == french
+
+
+def _compacted(user: str) -> list[Any]:
+    from pydantic_ai.messages import CompactionPart, ModelResponse
+
+    details = {"type": "compaction", "encrypted_content": f"<{user}'s whole conversation>"}
+    return [ModelResponse(parts=[CompactionPart(content=None, id=f"cmp_{user}", provider_name="openai", provider_details=details)])]
+
+
+def test_compacted_conversations_differing_only_in_their_compaction_get_different_keys() -> None:
+    from pydantic_ai import Agent
+    from pydantic_ai.models import ModelRequestParameters
+    from pydantic_ai.models.test import TestModel
+
+    from pyai_caching._keys import request_digest
+    from pyai_caching._keys._requests import model_request_digest
+
+    agent = Agent(TestModel())
+    assert request_digest(agent, "q", _compacted("alice"), {}) != request_digest(agent, "q", _compacted("bob"), {})
+    params = ModelRequestParameters()
+    assert model_request_digest(TestModel(), _compacted("alice"), None, params) != model_request_digest(
+        TestModel(), _compacted("bob"), None, params
+    )
+
+
+def test_instruction_parts_differing_only_in_their_id_get_different_keys() -> None:
+    from pydantic_ai.messages import InstructionPart, ModelRequest, UserPromptPart
+    from pydantic_ai.models import ModelRequestParameters
+    from pydantic_ai.models.test import TestModel
+
+    from pyai_caching._keys._requests import model_request_digest
+
+    def key(part_id: str) -> str:
+        params = ModelRequestParameters(instruction_parts=[InstructionPart("be brief", id=part_id)])
+        return model_request_digest(TestModel(), [ModelRequest(parts=[UserPromptPart("q")])], None, params)
+
+    assert key("agent:tone") != key("toolset:search:limits")

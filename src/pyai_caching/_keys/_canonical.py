@@ -52,6 +52,10 @@ _VOLATILE_MESSAGE_FIELDS = (
 # Not `provider_name`: PydanticAI sends thinking signatures and native tool parts back only to their own
 # provider (and it is None, so left out, on the text parts of a history rebuilt by hand).
 _VOLATILE_PART_FIELDS = ("timestamp", "id", "provider_details")
+# The parts whose `id` and `provider_details` only name a provider's item (a text or tool call it returned). On any
+# other part they are content the model receives: a compaction's id and encrypted content, an instruction's id
+# (rendered into the text), a thinking part's or native tool call's provider data. Those are keyed.
+_ITEM_ID_KINDS = frozenset({"text", "tool-call", "tool-return", "retry-prompt", "user-prompt", "system-prompt"})
 # Private fields of message parts that are sent to the model (`ImageUrl(media_type=..., identifier=...)`).
 _PRIVATE_PART_FIELDS = ("_media_type", "_identifier")
 
@@ -161,7 +165,9 @@ def _data_fields(cls: type) -> tuple[tuple[str, ...], str | None]:
     if issubclass(cls, (_messages.ModelRequest, _messages.ModelResponse)):
         return tuple(n for n in names if n not in _VOLATILE_MESSAGE_FIELDS), None
     if cls.__module__ == _messages.__name__ and ("part_kind" in names or "kind" in names):
-        return tuple(n for n in names if n not in _VOLATILE_PART_FIELDS), None
+        kind = getattr(cls, "part_kind", None)
+        volatile = _VOLATILE_PART_FIELDS if kind in _ITEM_ID_KINDS else ("timestamp",)
+        return tuple(n for n in names if n not in volatile), None
     # other dataclasses (capabilities such as `Hooks`, whose hooks live in `_registry`): every field but a run's state
     return tuple(n for n in fields if n not in _STATE_FIELDS), qualname(cls)
 
