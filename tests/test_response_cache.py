@@ -409,3 +409,52 @@ async def test_recording_an_unchanged_response_again_rewrites_no_fixture_file(tm
     await weather_agent(calls, store=fixtures, mode="refresh").run("weather?")
     assert len(calls.requests) == 4 and len(files) == 2
     assert {f: f.read_bytes() for f in sorted(tmp_path.rglob("*.json"))} == before
+
+
+@pytest.mark.parametrize("settings", [None, {"request_timeout": 30.0}])
+@pytest.mark.parametrize("wrapping", ["FallbackModel", "ModelFallback"])
+async def test_requests_through_fallbacks_and_request_deadlines_are_recorded(settings: Any, wrapping: str) -> None:
+    calls = Calls()
+    base = weather_agent(calls)
+    model: Any = base.model
+    capabilities: list[Any] = [ResponseCache(task_name="weather", store=MemoryStore())]
+    if wrapping == "FallbackModel":
+        from pydantic_ai.models.fallback import FallbackModel
+
+        model = FallbackModel(model)
+    else:
+        capabilities_module = pytest.importorskip("pydantic_ai.capabilities")
+        if not hasattr(capabilities_module, "ModelFallback"):
+            pytest.skip("ModelFallback arrived after this PydanticAI")
+        capabilities.insert(0, capabilities_module.ModelFallback(TestModel()))
+    agent = Agent(model, capabilities=capabilities, model_settings=settings, tools=[base._function_toolset.tools["weather"]])
+    chunks = []
+    for _ in range(2):
+        async with agent.run_stream("weather?") as stream:
+            chunks.append([d async for d in stream.stream_text(delta=True, debounce_by=None)])
+    assert chunks[0] == chunks[1] == ["It ", "is ", "sunny", "."]
+    assert len(calls.requests) == 2
+
+
+async def test_with_model_fallback_a_failing_model_falls_back_at_once() -> None:
+    capabilities_module = pytest.importorskip("pydantic_ai.capabilities")
+    if not hasattr(capabilities_module, "ModelFallback"):
+        pytest.skip("ModelFallback arrived after this PydanticAI")
+    primary: list[str] = []
+
+    def broken(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        primary.append("called")
+        raise ModelHTTPError(503, "primary", body="overloaded")
+
+    def backup(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        return ModelResponse(parts=[TextPart("from backup")])
+
+    agent = Agent(
+        FunctionModel(broken),
+        capabilities=[
+            capabilities_module.ModelFallback(FunctionModel(backup)),
+            ResponseCache(task_name="t", store=MemoryStore(), initial_wait=5.0),
+        ],
+    )
+    assert (await agent.run("q")).output == "from backup"
+    assert primary == ["called"]  # no retries of the cache's own before the fallback

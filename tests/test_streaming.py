@@ -305,3 +305,34 @@ async def test_a_response_changed_by_a_capability_replays_as_the_run_saw_it() ->
     assert second[0] == first[0] == list(CHUNKS)  # what streamed live streams again
     responses = [[m.parts for m in r.all_messages() if isinstance(m, ModelResponse)] for _, r in (first, second)]
     assert responses[0] == responses[1]
+
+
+def text_stream_model(chunks: tuple[str, ...], counts: Counts) -> FunctionModel:
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> Any:
+        counts.requests += 1
+        for chunk in chunks:
+            yield chunk
+
+    return FunctionModel(stream_function=stream)
+
+
+@pytest.mark.parametrize("settings", [None, {"request_timeout": 30.0}])
+@pytest.mark.parametrize("wrapping", ["FallbackModel", "ModelFallback"])
+async def test_streams_through_fallbacks_and_request_deadlines_are_recorded(settings: Any, wrapping: str) -> None:
+    counts, store = Counts(), MemoryStore()
+    model: Any = text_stream_model(CHUNKS, counts)
+    capabilities: list[Any] = []
+    if wrapping == "FallbackModel":
+        from pydantic_ai.models.fallback import FallbackModel
+
+        model = FallbackModel(model)
+    else:
+        capabilities_module = pytest.importorskip("pydantic_ai.capabilities")
+        if not hasattr(capabilities_module, "ModelFallback"):
+            pytest.skip("ModelFallback arrived after this PydanticAI")
+        capabilities.append(capabilities_module.ModelFallback(text_stream_model(("backup",), Counts())))
+    agent = Agent(model, capabilities=capabilities, model_settings=settings)
+    live, miss = await deltas(agent, store)
+    replayed, hit = await deltas(agent, store)
+    assert live == replayed == list(CHUNKS)
+    assert (miss.cached, hit.cached, counts.requests) == (False, True, 1)

@@ -46,6 +46,9 @@ class Attempts:
     """Attempts that raised (rate limits, server errors, timeouts), retried or not."""
     streams: list[StreamedResponse] = field(default_factory=list)
     """Streamed responses opened; their final responses are priced when the run ends."""
+    retry: bool = True
+    """Retry failed requests under `backoff`; off when PydanticAI's `ModelFallback` handles failures (each attempt is
+    still recorded and priced)."""
     record: bool = False
     """Record each stream's events as it is read (`recordings`, in the order the streams were opened)."""
     recordings: list[Recording] = field(default_factory=list)
@@ -62,6 +65,8 @@ class Attempts:
                 self.failed += 1
                 raise
 
+        if not self.retry:
+            return await attempt()
         return await call_with_backoff(attempt, self.backoff, self.budget)
 
 
@@ -77,7 +82,7 @@ class RetryingModel(WrapperModel):
 
     def _request_settings(self, model_settings: ModelSettings | None) -> ModelSettings | None:
         """While this backoff owns retries, the SDK's own (2 by default) are off unless the caller set them."""
-        if self.attempts.backoff.max_wait <= 0:
+        if self.attempts.backoff.max_wait <= 0 or not self.attempts.retry:
             return model_settings
         own = self.wrapped.settings or {}
         if (model_settings and "max_retries" in model_settings) or "max_retries" in own:
@@ -161,8 +166,8 @@ def has_model_fallback(agent: Any, run_capabilities: list[Any]) -> bool:
     fallback = getattr(_capabilities, "ModelFallback", None)
     if fallback is None:
         return False
-    root = getattr(agent, "_effective_root_capability", None)
-    stack = [*(([root()] if callable(root) else [])), *run_capabilities]
+    root = getattr(agent, "_effective_root_capability", None) if agent is not None else None
+    stack = [*(([root()] if callable(root) else [])), *(c for c in run_capabilities if c is not None)]
     while stack:
         capability = stack.pop()
         if isinstance(capability, fallback):

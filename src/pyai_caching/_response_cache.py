@@ -9,6 +9,7 @@ requests first, then the store, one model call per key, stored before it is hand
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import dataclasses
 import time
@@ -31,7 +32,7 @@ from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.settings import ModelSettings
 
 from ._arguments import backoff, check_costs_and_recorder
-from ._attempts import Attempts, RetryingModel
+from ._attempts import Attempts, RetryingModel, has_model_fallback
 from ._config import (
     CacheMode,
     check_task_name,
@@ -46,7 +47,6 @@ from ._keys._requests import model_request_digest, model_request_manifest
 from ._registry import loop_state
 from ._request_accounting import RequestCall, account_request, missing_request_error
 from ._responses import CachedResponse, decode_response, encode_response
-from ._retry import Backoff
 from ._stream_recording import record_events
 from .costs import ModelCosts, price_responses
 from .recorders import ExpenseCallback, ExpenseRecorder
@@ -55,6 +55,9 @@ from .stores import Store
 __all__ = ("CachingModel", "ResponseCache")
 
 _HAS_WRAPPER_HOOK = hasattr(AbstractCapability, "get_wrapper_model")
+
+_FALLBACK: contextvars.ContextVar[bool] = contextvars.ContextVar("pyai_caching_fallback", default=False)
+"""Whether the model request being made belongs to a run with `ModelFallback` (set by the request's own hook)."""
 
 MARK = "pyai_caching"
 """The key under which a response served from the cache says so in its `metadata`."""
@@ -103,15 +106,15 @@ class ResponseCache(AbstractCapability[Any]):
     def get_wrapper_model(self, model: Model) -> Model | None:
         return None if _is_cached_by(model, self) else CachingModel(model, self)
 
-    if not _HAS_WRAPPER_HOOK:  # pragma: no cover - PydanticAI 2.58 to 2.61
+    async def before_model_request(self, ctx: Any, request_context: ModelRequestContext) -> ModelRequestContext:
+        # a run using PydanticAI's `ModelFallback` moves a failed request to the next model: no retries of our own
+        _FALLBACK.set(has_model_fallback(None, [getattr(ctx, "root_capability", None)]))
+        if not _HAS_WRAPPER_HOOK and not _is_cached_by(request_context.model, self):  # PydanticAI 2.58 to 2.61
+            request_context.model = CachingModel(request_context.model, self)
+        return request_context
 
-        async def before_model_request(self, ctx: Any, request_context: ModelRequestContext) -> ModelRequestContext:
-            if not _is_cached_by(request_context.model, self):
-                request_context.model = CachingModel(request_context.model, self)
-            return request_context
-
-    def _backoff(self) -> Backoff:
-        return backoff(self.initial_wait, self.max_wait)
+    def _attempts(self) -> Attempts:
+        return Attempts(backoff(self.initial_wait, self.max_wait), retry=not _FALLBACK.get())
 
     async def _request_call(self, model: Model, messages: list[ModelMessage], settings: Any, params: Any) -> RequestCall:
         from ._scope import active_scope
@@ -218,7 +221,7 @@ class CachingModel(WrapperModel):
                     _served(entry, call.key), model_request_parameters=model_request_parameters, replay_events=replay
                 )
                 return
-        attempts = Attempts(self.config._backoff())  # pyright: ignore[reportPrivateUsage]
+        attempts = self.config._attempts()  # pyright: ignore[reportPrivateUsage]
         retrying = RetryingModel(self.wrapped, attempts)
         async with retrying.request_stream(messages, model_settings, model_request_parameters, run_context) as stream:
             recording = record_events(stream, started)
@@ -235,7 +238,7 @@ class CachingModel(WrapperModel):
         self, messages: list[ModelMessage], settings: ModelSettings | None, params: ModelRequestParameters
     ) -> CachedResponse:
         """The request sent to the model, retried on its own under the call's backoff, and priced."""
-        attempts = Attempts(self.config._backoff())  # pyright: ignore[reportPrivateUsage]
+        attempts = self.config._attempts()  # pyright: ignore[reportPrivateUsage]
         started = time.perf_counter()
         response = await RetryingModel(self.wrapped, attempts).request(messages, settings, params)
         return self._priced(response, attempts, time.perf_counter() - started)

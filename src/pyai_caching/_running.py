@@ -52,10 +52,9 @@ async def run_agent(call: RunCall, cache: Cache, namespace: str) -> CachedRun[An
 def kwargs_with_retries(call: RunCall, attempts: Attempts) -> dict[str, Any]:
     """The run's keyword arguments, with the capability retrying each request under `attempts`."""
     run_capabilities = list(call.run_kwargs.get("capabilities") or ())
-    kwargs = dict(call.run_kwargs)
-    if not has_model_fallback(call.agent, run_capabilities):  # with one, failures go to the fallback models
-        kwargs["capabilities"] = [*run_capabilities, RequestRetries(attempts)]
-    return kwargs
+    if has_model_fallback(call.agent, run_capabilities):  # with one, failures go to the fallback models at once
+        attempts.retry = False
+    return {**call.run_kwargs, "capabilities": [*run_capabilities, RequestRetries(attempts)]}
 
 
 def usage_before(call: RunCall) -> _usage.RunUsage | None:

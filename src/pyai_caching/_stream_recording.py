@@ -1,15 +1,17 @@
-"""Recording a live model stream as it is read, and replaying a recording.
+"""Recording a live model stream as it is read.
 
-The recorder sits on the stream's own event iterator, so whoever reads the stream (the agent graph, an
-`event_stream_handler`) sees exactly the events it would have seen, and the recording holds each event as it
-was yielded (a snapshot: later deltas do not change it) with when it arrived.
+The recorder sits on the stream's own event iterator (the stream's class is swapped for a subclass whose
+`__aiter__` wraps the one it had), so whoever reads the stream (the agent graph, an `event_stream_handler`,
+PydanticAI's request deadline or `FallbackModel` wrappers) sees exactly the events it would have seen, and nothing
+of the stream's own state is touched. A recording holds each event as it was yielded (a snapshot: later deltas do
+not change it) with when it arrived.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import time
-import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,41 +26,66 @@ __all__ = ("Recording", "record_events")
 class Recording:
     """The events a stream yielded so far; `complete` once it was read to its end."""
 
+    started: float = field(default_factory=time.perf_counter)
     events: list[ModelResponseStreamEvent] | None = field(default_factory=list)
-    """None when the stream could not be recorded (it was already being read)."""
+    """None when the stream could not be recorded (already being read, or an event with no copy): such a stream is
+    answered, not stored."""
     offsets: list[float] | None = field(default_factory=list)
     complete: bool = False
 
 
 def record_events(stream: StreamedResponse, started: float | None = None) -> Recording:
     """Record `stream`'s events as they are read, with their times from `started` (a `time.perf_counter()`: when
-    the request was sent, so the model's time to first token is in them; default now). Does nothing (a
-    `Recording` with no events) when the stream's iterator already started, or this PydanticAI keeps it
-    elsewhere: such a stream is answered, not stored."""
-    current = getattr(stream, "_event_iterator", False)
-    if current is None:
-        inner = type(stream).__aiter__(stream)  # the iterator the stream would hand out: PartEnd and FinalResult included
-    elif current in _unstarted:  # another recorder of ours (a run-level one and a per-request one): record both
-        inner = current
-    else:
-        return Recording(events=None, offsets=None)
-    recording = Recording()
-    started = time.perf_counter() if started is None else started
-
-    async def recorded() -> AsyncIterator[ModelResponseStreamEvent]:
-        assert recording.events is not None and recording.offsets is not None
-        _unstarted.discard(iterator)
-        async for event in inner:
-            recording.events.append(copy.deepcopy(event))
-            recording.offsets.append(time.perf_counter() - started)
-            yield event
-        recording.complete = True
-
-    iterator = recorded()
-    _unstarted.add(iterator)
-    stream._event_iterator = iterator  # pyright: ignore[reportPrivateUsage]
+    the request was sent, so the model's time to first token is in them; default now). Several recordings of one
+    stream (a run-level and a per-request one) each get every event, if they start before it is read."""
+    recording = Recording() if started is None else Recording(started=started)
+    state = stream.__dict__
+    if state.get("_pyai_reading"):  # too late: events were read already
+        recording.events = recording.offsets = None
+        return recording
+    if not getattr(type(stream), "_pyai_recorded", False):
+        try:
+            stream.__class__ = _recording_class(type(stream))
+        except TypeError:  # a stream class that cannot be subclassed this way: answered, not stored
+            recording.events = recording.offsets = None
+            return recording
+        state["_pyai_recordings"] = []
+    state["_pyai_recordings"].append(recording)
     return recording
 
 
-_unstarted: weakref.WeakSet[AsyncIterator[Any]] = weakref.WeakSet()
-"""Recorders no one has read from yet (another recorder may wrap them)."""
+@functools.lru_cache(maxsize=None)
+def _recording_class(cls: type[StreamedResponse]) -> type[StreamedResponse]:
+    def __aiter__(self: StreamedResponse) -> AsyncIterator[ModelResponseStreamEvent]:  # noqa: N807
+        inner = cls.__aiter__(self)  # the iterator the stream hands out: PartEnd and FinalResult events included
+        state = self.__dict__
+        current = state.get("_pyai_recorder")
+        if current is None:
+            current = state["_pyai_recorder"] = (inner, _recorded(self, inner))
+        elif current[0] is not inner:  # PydanticAI wrapped the iterator after we did (a request deadline): it reads
+            return inner  # through our recorder already, so this one passes through unrecorded
+        return current[1]
+
+    return type(cls.__name__, (cls,), {"__aiter__": __aiter__, "_pyai_recorded": True, "__module__": cls.__module__})
+
+
+async def _recorded(stream: StreamedResponse, inner: AsyncIterator[ModelResponseStreamEvent]) -> AsyncIterator[Any]:
+    recordings: list[Recording] = stream.__dict__["_pyai_recordings"]
+    stream.__dict__["_pyai_reading"] = True
+    async for event in inner:
+        now = time.perf_counter()
+        snapshot: Any = None
+        for recording in recordings:
+            if recording.events is None or recording.offsets is None:
+                continue
+            try:
+                snapshot = copy.deepcopy(event) if snapshot is None else snapshot
+            except Exception:  # noqa: BLE001 - an event holding something with no copy: the stream is just not stored
+                for other in recordings:
+                    other.events = other.offsets = None
+                break
+            recording.events.append(snapshot)
+            recording.offsets.append(now - recording.started)
+        yield event
+    for recording in recordings:
+        recording.complete = True
