@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -458,3 +459,23 @@ async def test_with_model_fallback_a_failing_model_falls_back_at_once() -> None:
     )
     assert (await agent.run("q")).output == "from backup"
     assert primary == ["called"]  # no retries of the cache's own before the fallback
+
+
+@pytest.mark.parametrize("how", ["break", "raise"])
+async def test_a_stream_left_part_way_is_reported_as_spent(how: str) -> None:
+    events: list[ExpenseEvent] = []
+    recorder = type("R", (), {"record": lambda self, e: events.append(e)})()
+    calls = Calls()
+    agent = weather_agent(calls, expense_recorder=recorder)
+    with pytest.raises(ValueError) if how == "raise" else contextlib.nullcontext():
+        async with agent.run_stream("weather?") as stream:
+            async for _ in stream.stream_text(delta=True, debounce_by=None):
+                if how == "raise":
+                    raise ValueError("the consumer failed")
+                break
+    for _ in range(50):  # a stream being closed reports in the background
+        if len(events) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert [(e.cached, e.failed) for e in events] == [(False, False), (False, True)]
+    assert events[1].cost and events[1].cost > 0

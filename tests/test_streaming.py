@@ -14,6 +14,7 @@ from pydantic_ai.messages import (
     ModelResponse,
     TextPart,
     ToolCallPart,
+    ToolReturn,
     ToolReturnPart,
 )
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, FunctionModel
@@ -336,3 +337,49 @@ async def test_streams_through_fallbacks_and_request_deadlines_are_recorded(sett
     replayed, hit = await deltas(agent, store)
     assert live == replayed == list(CHUNKS)
     assert (miss.cached, hit.cached, counts.requests) == (False, True, 1)
+
+
+async def test_what_a_miss_caller_does_to_its_result_is_not_stored() -> None:
+    counts, store = Counts(), MemoryStore()
+    agent = weather_agent(counts)
+    async with cached_agent_run_stream(agent, "weather?", "stream", store=store) as result:
+        assert await result.get_output() == "It is sunny."
+        result.all_messages()[-1].parts[0].content = "tampered"  # type: ignore[union-attr]
+        result.all_messages().append(result.all_messages()[0])
+    async with cached_agent_run_stream(agent, "weather?", "stream", store=store) as hit:
+        assert hit.cached and await hit.get_output() == "It is sunny."
+        assert len(hit.all_messages()) == 4 and hit.all_messages()[-1].parts[0].content == "It is sunny."  # type: ignore[union-attr]
+
+
+async def test_a_miss_cancelled_with_cancel_is_not_stored_and_does_not_raise() -> None:
+    counts, store = Counts(), MemoryStore()
+    agent = weather_agent(counts)
+    async with cached_agent_run_stream(agent, "weather?", "stream", store=store) as result:
+        async for _ in result.stream_text(delta=True, debounce_by=None):
+            await result.cancel()
+            break
+        assert result.cancelled
+    assert await store.keys("pyai_caching:v2:stream:") == []
+
+
+async def test_events_with_no_copy_never_fail_the_run() -> None:
+    import threading
+
+    async def answer(messages: list[ModelMessage], info: AgentInfo) -> Any:
+        if isinstance(messages[-1].parts[-1], ToolReturnPart):
+            yield "done"
+        else:
+            yield {0: DeltaToolCall(name="connect", json_args="{}")}
+
+    agent = Agent(FunctionModel(stream_function=answer))
+
+    @agent.tool_plain
+    def connect() -> ToolReturn:
+        return ToolReturn(return_value="ok", metadata={"lock": threading.Lock()})
+
+    async def handler(ctx: Any, events: Any) -> None:
+        async for _ in events:
+            pass
+
+    result = await cached_agent_run(agent, "go", "no-copy", store=MemoryStore(), event_stream_handler=handler)
+    assert result.output == "done"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+from dataclasses import dataclass, field
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -19,7 +20,7 @@ from pydantic_ai import RunContext
 from pydantic_ai.messages import AgentStreamEvent
 from pydantic_ai.models import Model
 
-__all__ = ("event_groups", "recording_handler", "replay_events")
+__all__ = ("HandlerRecording", "event_groups", "recording_handler", "replay_events")
 
 Handler = Callable[[RunContext[Any], AsyncIterable[AgentStreamEvent]], Awaitable[None]]
 
@@ -44,30 +45,43 @@ def event_groups(entry: Any) -> list[list[AgentStreamEvent]] | None:
         return None
 
 
-def recording_handler(handler: Handler) -> tuple[Handler, list[list[AgentStreamEvent]]]:
-    """`handler`, recording every event it is given (one list per call), and the recording."""
-    groups: list[list[AgentStreamEvent]] = []
+@dataclass(eq=False)
+class HandlerRecording:
+    """The events a handler was given, one list per call; `groups` is None when one of them could not be copied
+    (an event holding something with no copy): the run is then stored without events."""
 
-    async def recording(ctx: RunContext[Any], events: AsyncIterable[AgentStreamEvent]) -> None:
+    groups: list[list[AgentStreamEvent]] | None = field(default_factory=list)
+
+
+def recording_handler(handler: Handler) -> tuple[Handler, HandlerRecording]:
+    """`handler`, recording every event it is given (one list per call), and the recording."""
+    recording = HandlerRecording()
+
+    async def recording_one(ctx: RunContext[Any], events: AsyncIterable[AgentStreamEvent]) -> None:
         group: list[AgentStreamEvent] = []
-        groups.append(group)
+        if recording.groups is not None:
+            recording.groups.append(group)
 
         async def tee() -> AsyncIterator[AgentStreamEvent]:
             async for event in events:
-                group.append(copy.deepcopy(event))  # as it was given: later steps do not change it
+                if recording.groups is not None:
+                    try:
+                        group.append(copy.deepcopy(event))  # as it was given: later steps do not change it
+                    except Exception:  # noqa: BLE001 - never the run's problem: it is just stored without events
+                        recording.groups = None
                 yield event
 
         await handler(ctx, tee())
 
-    return recording, groups
+    return recording_one, recording
 
 
 async def replay_events(
     handler: Handler, groups: list[list[AgentStreamEvent]], *, deps: Any, model: Any, run: Any, prompt: Any
 ) -> None:
     """Call `handler` once per recorded group, with a `RunContext` of the caller's own run."""
-    ctx = _context(deps=deps, model=model if isinstance(model, Model) else None, run=run, prompt=prompt)
-    for group in groups:
+    for group in groups:  # each step its own context, as live
+        ctx = _context(deps=deps, model=model if isinstance(model, Model) else None, run=run, prompt=prompt)
 
         async def events(group: list[AgentStreamEvent] = group) -> AsyncIterator[AgentStreamEvent]:
             for event in group:

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +23,7 @@ from .exceptions import CacheDriftError, CacheMissError
 from .recorders import ExpenseCallback, ExpenseEvent, ExpenseRecorder, notify
 from .stats import stats_group
 
-__all__ = ("RequestCall", "account_request", "missing_request_error")
+__all__ = ("RequestCall", "account_request", "count_request", "in_background", "missing_request_error", "report_request")
 
 @dataclass(eq=False)
 class RequestCall:
@@ -61,7 +63,13 @@ async def account_request(
     started: float,
     stored: bool = True,
 ) -> None:
-    """Count one answered request: a hit as saved (its recorded cost), a miss as spent."""
+    """Count and report one answered request: a hit as saved (its recorded cost), a miss as spent."""
+    count_request(call, entry, hit=hit, errors=errors, stored=stored)
+    await report_request(call, entry, hit=hit, started=started)
+
+
+def count_request(call: RequestCall, entry: CachedResponse, *, hit: bool, errors: int, stored: bool) -> None:
+    """The stats counters, metrics and the pytest plugin's scope for one request."""
     cost = entry.cost or 0.0
     uncached = call.key is None
     if hit:
@@ -74,6 +82,12 @@ async def account_request(
     telemetry.count(call.task_name, status, spent=0.0 if hit else cost, saved=cost if hit else 0.0, errors=errors)
     if call.scope is not None and call.key is not None and (hit or stored):
         (call.scope.replayed if hit else call.scope.recorded).add(call.key)
+
+
+async def report_request(
+    call: RequestCall, entry: CachedResponse, *, hit: bool, started: float, failed: bool = False
+) -> None:
+    """The expense event for one request (`failed`: a stream that failed or was left part-way, paid for)."""
     if call.recorder is None:
         return
     usage = RunUsage(requests=1)
@@ -90,8 +104,19 @@ async def account_request(
             latency=time.perf_counter() - started,
             key=call.key,
             failed_attempts=0 if hit else entry.failed_attempts,
+            failed=failed,
         ),
     )
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+def in_background(report: Coroutine[Any, Any, None]) -> None:
+    """Run `report` as a task of its own (kept until it is done)."""
+    task = asyncio.get_running_loop().create_task(report)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 async def missing_request_error(call: RequestCall, missing: Missing, manifest: Any) -> CacheMissError:

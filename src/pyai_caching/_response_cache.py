@@ -9,6 +9,7 @@ requests first, then the store, one model call per key, stored before it is hand
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import copy
 import dataclasses
@@ -45,7 +46,14 @@ from ._engine import Missing, Produced, fetch, read
 from ._keys import UnkeyableError, format_key
 from ._keys._requests import model_request_digest, model_request_manifest
 from ._registry import loop_state
-from ._request_accounting import RequestCall, account_request, missing_request_error
+from ._request_accounting import (
+    RequestCall,
+    account_request,
+    count_request,
+    in_background,
+    missing_request_error,
+    report_request,
+)
 from ._responses import CachedResponse, decode_response, encode_response
 from ._stream_recording import record_events
 from .costs import ModelCosts, price_responses
@@ -223,9 +231,21 @@ class CachingModel(WrapperModel):
                 return
         attempts = self.config._attempts()  # pyright: ignore[reportPrivateUsage]
         retrying = RetryingModel(self.wrapped, attempts)
-        async with retrying.request_stream(messages, model_settings, model_request_parameters, run_context) as stream:
-            recording = record_events(stream, started)
-            yield stream
+        opened: StreamedResponse | None = None
+        try:
+            async with retrying.request_stream(messages, model_settings, model_request_parameters, run_context) as stream:
+                opened, recording = stream, record_events(stream, started)
+                yield stream
+        except BaseException as exc:  # the stream failed or was left: what came back was paid for, never stored
+            if opened is not None:
+                spent = self._priced(opened.get(), attempts, time.perf_counter() - started)
+                count_request(call, spent, hit=False, errors=0, stored=False)
+                report = report_request(call, spent, hit=False, started=started, failed=True)
+                if isinstance(exc, GeneratorExit):  # a stream being closed may not wait: reported in the background
+                    in_background(report)
+                else:
+                    await asyncio.shield(report)
+            raise
         entry = self._priced(stream.get(), attempts, time.perf_counter() - started, recording.events, recording.offsets)
         complete = recording.complete and getattr(entry.response, "state", "complete") == "complete"
         if call.key is not None and complete:

@@ -32,9 +32,9 @@ async def run_agent(call: RunCall, cache: Cache, namespace: str) -> CachedRun[An
     attempts = Attempts(call.backoff)
     kwargs = kwargs_with_retries(call, attempts)
     handler = call.run_kwargs.get("event_stream_handler")
-    groups = None
+    recording = None
     if handler is not None:  # the events it is given are recorded, for hits to replay
-        kwargs["event_stream_handler"], groups = recording_handler(handler)
+        kwargs["event_stream_handler"], recording = recording_handler(handler)
     before = usage_before(call)
     started = time.perf_counter()
     try:
@@ -46,7 +46,7 @@ async def run_agent(call: RunCall, cache: Cache, namespace: str) -> CachedRun[An
         await account_failure(call, cache, namespace, attempts, time.perf_counter() - started)
         raise
     entry = make_entry(call, run, attempts, time.perf_counter() - started, before)
-    return entry if groups is None else dataclasses.replace(entry, events=groups)
+    return entry if recording is None else dataclasses.replace(entry, events=recording.groups)
 
 
 def kwargs_with_retries(call: RunCall, attempts: Attempts) -> dict[str, Any]:

@@ -47,12 +47,15 @@ class CachedStreamedRunResult(Generic[OutputDataT]):
         output_type: Any = None,
         cache_key: str | None,
         price: Callable[[], tuple[str | None, float | None]] | None = None,
+        on_complete: Callable[[], None] | None = None,
     ) -> None:
         self._live, self._replay, self._run, self._output_type, self._price = live, replay, run, output_type, price
+        self._on_complete = on_complete
         self.cache_key = cache_key
         self.cached = run is not None
         self.saved_cost: float | None = run.saved_cost if run is not None else None
         self._complete = False
+        self._cancelled = False
 
     # -- what the cache adds
 
@@ -77,6 +80,7 @@ class CachedStreamedRunResult(Generic[OutputDataT]):
         if self._live is not None:
             async for text in self._live.stream_text(delta=delta, debounce_by=debounce_by):
                 yield text
+            self._settle()
             return
         run, replay = self._replayed()
         if not isinstance(run.output, str):
@@ -93,6 +97,7 @@ class CachedStreamedRunResult(Generic[OutputDataT]):
         if self._live is not None:
             async for output in self._live.stream_output(debounce_by=debounce_by):
                 yield output
+            self._settle()
             return
         run, replay = self._replayed()
         if not self._complete:
@@ -110,6 +115,7 @@ class CachedStreamedRunResult(Generic[OutputDataT]):
         if self._live is not None:
             async for response in self._live.stream_response(debounce_by=debounce_by):
                 yield response
+            self._settle()
             return
         _, replay = self._replayed()
         async for response in replay.responses(debounce_by=debounce_by):
@@ -119,7 +125,9 @@ class CachedStreamedRunResult(Generic[OutputDataT]):
     async def get_output(self) -> OutputDataT:
         """Read the stream to its end; the validated output."""
         if self._live is not None:
-            return await self._live.get_output()
+            output = await self._live.get_output()
+            self._settle()
+            return output
         self._complete = True
         return self._replayed()[0].output
 
@@ -127,7 +135,38 @@ class CachedStreamedRunResult(Generic[OutputDataT]):
         """Stop reading the stream. A live stream cancelled part-way is not stored."""
         if self._live is not None:
             await self._live.cancel()
+        else:
+            self._cancelled = True
         self._complete = True
+
+    def _settle(self) -> None:
+        """The live stream was read to its end: let the front door take its entry before the caller continues."""
+        if self._on_complete is not None:
+            self._on_complete()
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the stream was cancelled with `cancel()`."""
+        if self._live is not None:
+            return bool(getattr(self._live, "cancelled", False))
+        return self._cancelled
+
+    @property
+    def workspace(self) -> Any:
+        """The run's workspace (as on `StreamedRunResult`)."""
+        return self._live.workspace if self._live is not None else self._replayed()[0].workspace
+
+    async def validate_response_output(self, message: _messages.ModelResponse, *, allow_partial: bool = False) -> Any:
+        """Validate a response as the run's output; on a hit, the recorded output for the final response."""
+        if self._live is not None:
+            return await self._live.validate_response_output(message, allow_partial=allow_partial)
+        run, _ = self._replayed()
+        if message.parts == run.response.parts:
+            return copy.deepcopy(run.output)
+        partial = self._partial_output(run, message)
+        if partial is _NONE:
+            raise UserError("this response does not validate as the run's output")
+        return partial
 
     # -- the run
 

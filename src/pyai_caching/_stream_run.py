@@ -19,12 +19,13 @@ from typing import Any
 
 from pydantic_ai import messages as _messages
 from pydantic_ai.agent import AbstractAgent
+from pydantic_ai.exceptions import UserError
 
 from . import _telemetry as telemetry
 from ._accounting import account, account_failure, missing_error
 from ._attempts import Attempts
 from ._call import RunCall
-from ._codec import StreamRecord, stream_record
+from ._codec import CachedRun, StreamRecord, stream_record
 from ._config import CacheMode
 from ._engine import Missing, read
 from ._events import recording_handler
@@ -128,24 +129,38 @@ async def cached_agent_run_stream(
             requested = effective_model_name(call.agent, call.run_kwargs.get("model"))
             return price_responses(attempts.all_responses(), requested=requested, custom_costs=call.custom_costs)
 
+        settled: list[tuple[CachedRun[Any], bytes | None]] = []
         try:
             kwargs = kwargs_with_retries(call, attempts)
-            groups = None
+            recording = None
             if kwargs.get("event_stream_handler") is not None:  # its events are recorded, for hits to replay
-                kwargs["event_stream_handler"], groups = recording_handler(kwargs["event_stream_handler"])
+                kwargs["event_stream_handler"], recording = recording_handler(kwargs["event_stream_handler"])
             async with call.agent.run_stream(call.prompt, message_history=call.history or None, **kwargs) as live:
-                yield CachedStreamedRunResult(live=live, output_type=call.output_type, cache_key=key, price=price)
+
+                def settle() -> None:
+                    """The run as an entry, encoded the moment the stream is read to its end: before the caller
+                    holds its output or final messages, so nothing it does to them is stored."""
+                    if settled or not live.is_complete or getattr(live, "cancelled", False) or getattr(live, "_completion_raised", False):
+                        return
+                    try:
+                        run = live.result
+                    except UserError:  # the run has no settled result (cancelled, or it stopped)
+                        return
+                    entry = make_entry(call, run, attempts, time.perf_counter() - started, before, _final_stream(attempts, run))
+                    if recording is not None:
+                        entry = dataclasses.replace(entry, events=recording.groups)
+                    settled.append((entry, call.encoded(entry) if key is not None else None))
+
+                yield CachedStreamedRunResult(
+                    live=live, output_type=call.output_type, cache_key=key, price=price, on_complete=settle
+                )
         except (Exception, asyncio.CancelledError):  # paid for, counted, never stored
             await asyncio.shield(account_failure(call, cache, namespace, attempts, time.perf_counter() - started))
             raise
-        if not live.is_complete or getattr(live, "_completion_raised", False):  # left part-way: never stored
+        if not settled:  # left part-way or cancelled: paid for, counted, never stored
             await account_failure(call, cache, namespace, attempts, time.perf_counter() - started)
             return
-        run = live.result
-        entry = make_entry(call, run, attempts, time.perf_counter() - started, before, stream=_final_stream(attempts, run))
-        if groups is not None:
-            entry = dataclasses.replace(entry, events=groups)
-        data = call.encoded(entry) if key is not None else None
+        entry, data = settled[0]
         stored = data is not None and await cache.guarded.set(key, data, call.ttl)  # type: ignore[arg-type]
         errors += data is not None and not stored
         await account(call, cache, namespace, key, entry, hit=False, errors=errors, started=started, uncached=key is None)
