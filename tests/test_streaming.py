@@ -383,3 +383,51 @@ async def test_events_with_no_copy_never_fail_the_run() -> None:
 
     result = await cached_agent_run(agent, "go", "no-copy", store=MemoryStore(), event_stream_handler=handler)
     assert result.output == "done"
+
+
+def chatty_agent(counts: Counts) -> Agent[None, str]:
+    """Says "Let me check." while calling a tool: `agent.run` runs the tool and answers; `agent.run_stream` ends at
+    the text."""
+
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> Any:
+        counts.requests += 1
+        if isinstance(messages[-1].parts[-1], ToolReturnPart):
+            yield "It is sunny."
+        else:
+            yield "Let me check. "
+            yield {1: DeltaToolCall(name="weather", json_args='{"city": "Paris"}')}
+
+    def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        counts.requests += 1
+        if isinstance(messages[-1].parts[-1], ToolReturnPart):
+            return ModelResponse(parts=[TextPart("It is sunny.")])
+        return ModelResponse(parts=[TextPart("Let me check. "), ToolCallPart("weather", {"city": "Paris"})])
+
+    agent = Agent(FunctionModel(answer, stream_function=stream))
+
+    @agent.tool_plain
+    def weather(city: str) -> str:
+        counts.tools += 1
+        return "sunny"
+
+    return agent
+
+
+@pytest.mark.parametrize("first", ["run", "stream"])
+async def test_run_and_stream_never_answer_each_other_with_what_the_other_would_not_say(first: str) -> None:
+    counts, store = Counts(), MemoryStore()
+    agent = chatty_agent(counts)
+
+    async def run() -> tuple[str, bool]:
+        result = await cached_agent_run(agent, "weather?", "chatty", store=store)
+        return result.output, result.cached
+
+    async def stream() -> tuple[str, bool]:
+        async with cached_agent_run_stream(agent, "weather?", "chatty", store=store) as result:
+            return await result.get_output(), result.cached
+
+    order = [run, stream] if first == "run" else [stream, run]
+    answers = [await call() for call in order] + [await call() for call in order]
+    expected = {run: "It is sunny.", stream: "Let me check. "}
+    assert [a for a, _ in answers] == [expected[c] for c in order * 2]
+    assert [cached for _, cached in answers] == [False, False, True, True]

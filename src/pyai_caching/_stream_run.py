@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -27,10 +28,11 @@ from ._attempts import Attempts
 from ._call import RunCall
 from ._codec import CachedRun, StreamRecord, stream_record
 from ._config import CacheMode
-from ._engine import Missing, read
+from ._engine import Missing, Outcome, read
 from ._events import recording_handler
 from ._keys import UnkeyableError, effective_model_name
 from ._logs import warn_once
+from ._registry import Cache
 from ._run import open_call
 from ._running import kwargs_with_retries, make_entry, usage_before
 from ._stream_replay import Replay
@@ -103,9 +105,10 @@ async def cached_agent_run_stream(
         started = time.perf_counter()
         key = _key(call, namespace)
         errors = 0
+        write_key = key
         if key is not None:
             try:
-                outcome = await read(state.flights, cache, key, mode=call.mode, decode=call._decode)  # pyright: ignore[reportPrivateUsage]
+                outcome, hit_key, write_key = await _lookup(state.flights, cache, call, key)
             except Missing as missing:
                 cache.stats.add(stats_group(namespace, call.task_name), {"misses": 1, "errors": int(missing.store_failed)})
                 if scope is not None:
@@ -114,12 +117,12 @@ async def cached_agent_run_stream(
             errors = outcome.errors
             if outcome.value is not None:
                 entry = outcome.value
-                run = await account(call, cache, namespace, key, entry, hit=True, errors=errors, started=started)
+                run = await account(call, cache, namespace, hit_key, entry, hit=True, errors=errors, started=started)
                 handler = call.run_kwargs.get("event_stream_handler")
                 if handler is not None:  # as live: the handler has the events up to the final result first
                     await call.replay_events(handler, entry)
                 replay = Replay.of(run.response, stream_record(entry), pace)
-                yield CachedStreamedRunResult(replay=replay, run=run, output_type=call.output_type, cache_key=key)
+                yield CachedStreamedRunResult(replay=replay, run=run, output_type=call.output_type, cache_key=hit_key)
                 return
 
         attempts = Attempts(call.backoff, record=True)
@@ -161,9 +164,68 @@ async def cached_agent_run_stream(
             await account_failure(call, cache, namespace, attempts, time.perf_counter() - started)
             return
         entry, data = settled[0]
-        stored = data is not None and await cache.guarded.set(key, data, call.ttl)  # type: ignore[arg-type]
+        if key is not None and write_key == key and not _fits_run(entry):
+            write_key = _stream_only(key)  # `agent.run` would have answered otherwise: kept apart from its entries
+        stored = data is not None and await cache.guarded.set(write_key, data, call.ttl)  # type: ignore[arg-type]
         errors += data is not None and not stored
-        await account(call, cache, namespace, key, entry, hit=False, errors=errors, started=started, uncached=key is None)
+        await account(call, cache, namespace, write_key, entry, hit=False, errors=errors, started=started, uncached=key is None)
+
+
+async def _lookup(
+    flights: dict[Any, Any], cache: Cache, call: RunCall, key: str
+) -> tuple[Outcome[CachedRun[Any] | None], str, str]:
+    """The entry a stream is answered from, the key it was found under, and the key a miss is stored under.
+
+    `key` is shared with `cached_agent_run`. An entry there that `agent.run_stream` would not have answered with
+    (an earlier response of the run had text, where the stream would have stopped) is passed over for the stream's
+    own key (`_stream_only`), which also holds the streams `agent.run` would have answered otherwise.
+
+    Raises:
+        Missing: in `replay` mode, when neither key has an entry for the stream.
+    """
+    own = _stream_only(key)
+    try:
+        shared = await read(flights, cache, key, mode=call.mode, decode=call._decode)  # pyright: ignore[reportPrivateUsage]
+    except Missing as missing:
+        try:
+            return await read(flights, cache, own, mode=call.mode, decode=call._decode), own, own  # pyright: ignore[reportPrivateUsage]
+        except Missing:
+            raise missing from None
+    if shared.value is not None and _fits_stream(shared.value):
+        return shared, key, key
+    if call.mode == "refresh":
+        return shared, key, own if shared.value is not None else key
+    try:
+        found = await read(flights, cache, own, mode=call.mode, decode=call._decode)  # pyright: ignore[reportPrivateUsage]
+    except Missing:
+        if shared.value is None:
+            raise
+        raise Missing(key) from None
+    return Outcome(found.value, hit=found.hit, errors=found.errors + shared.errors), own, own if shared.value is not None else key
+
+
+def _stream_only(key: str) -> str:
+    """The key of a stream whose answer `agent.run` would not give (and the reverse): beside the shared one."""
+    prefix, digest = key.rsplit(":", 1)
+    return f"{prefix}:{hashlib.sha256(f'{digest}:run_stream'.encode()).hexdigest()}"
+
+
+def _fits_stream(entry: CachedRun[Any]) -> bool:
+    """Whether `agent.run_stream` would have ended as this run did: it stops at the first response with text (as a
+    text output), so no response before the final one may have any."""
+    responses = [m for m in entry.run.new_messages() if isinstance(m, _messages.ModelResponse)]
+    return not any(isinstance(p, _messages.TextPart) and p.content for m in responses[:-1] for p in m.parts)
+
+
+def _fits_run(entry: CachedRun[Any]) -> bool:
+    """Whether `agent.run` would have ended as this stream did: it runs the tools a final response also calls (the
+    stream ends at its text), so the final response may call no tool but the output tool, unless the output is the
+    deferred tool calls themselves."""
+    run = entry.run
+    output_tool = getattr(run, "_output_tool_name", None)
+    if type(run.output).__name__ == "DeferredToolRequests":
+        return True
+    return not any(isinstance(p, _messages.ToolCallPart) and p.tool_name != output_tool for p in run.response.parts)
 
 
 def _final_stream(attempts: Attempts, run: Any) -> StreamRecord | None:
