@@ -431,3 +431,38 @@ async def test_run_and_stream_never_answer_each_other_with_what_the_other_would_
     expected = {run: "It is sunny.", stream: "Let me check. "}
     assert [a for a, _ in answers] == [expected[c] for c in order * 2]
     assert [cached for _, cached in answers] == [False, False, True, True]
+
+
+async def test_snapshots_match_live_when_a_part_follows_text() -> None:
+    from pydantic_ai.messages import ThinkingPart  # noqa: F401 - the part the stream ends with
+
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> Any:
+        from pydantic_ai.models.function import DeltaThinkingPart
+
+        yield "It "
+        yield "is sunny."
+        yield {1: DeltaThinkingPart(content="that was easy")}
+
+    agent = Agent(FunctionModel(stream_function=stream))
+    store = MemoryStore()
+    seen = []
+    for _ in range(2):
+        async with cached_agent_run_stream(agent, "weather?", "parts", store=store) as result:
+            seen.append([[type(p).__name__ for p in r.parts] async for r in result.stream_response(debounce_by=None)])
+    assert result.cached and seen[0] == seen[1]
+    assert ["TextPart", "ThinkingPart"] in seen[0]
+
+
+async def test_with_an_output_function_a_hit_streams_the_final_output_only() -> None:
+    from pydantic_ai.output import TextOutput
+
+    def shout(text: str) -> str:
+        return text.upper()
+
+    agent = Agent(text_stream_model(CHUNKS, Counts()), output_type=TextOutput(shout))
+    store = MemoryStore()
+    outputs = []
+    for _ in range(2):
+        async with cached_agent_run_stream(agent, "weather?", "shout", store=store) as result:
+            outputs.append([o async for o in result.stream_output(debounce_by=None)])
+    assert result.cached and outputs[1] == ["IT IS SUNNY."] and outputs[0][-1] == "IT IS SUNNY."

@@ -133,6 +133,10 @@ async def read(
             produced, _ = await asyncio.shield(flight.shared)
             if produced.data is not None:
                 return Outcome(decode(produced.data), hit=True, errors=0)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not flight.shared.cancelled() or (task is not None and task.cancelling()):
+                raise  # this caller is being cancelled (not the flight it waited for)
         except Exception:  # noqa: BLE001 - the flight failed or its answer has no entry: read the store
             pass
     replay = mode == "replay"

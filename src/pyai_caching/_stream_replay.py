@@ -108,8 +108,21 @@ class Replay:
             yield self._snapshot(manager)
 
         async def applied() -> AsyncIterator[None]:
+            early: set[int] = set()
+            index = self.handoff
             async for event in self._paced(self.handoff, clock):
-                _apply(manager, event)
+                if index not in early:
+                    _apply(manager, event)
+                following = index + 1
+                if (  # live, a part's end is seen once the next part has started: it is in that snapshot already
+                    isinstance(event, _messages.PartEndEvent)
+                    and getattr(event, "next_part_kind", None) is not None
+                    and following < len(self.events)
+                    and isinstance(self.events[following], _messages.PartStartEvent)
+                ):
+                    _apply(manager, self.events[following])
+                    early.add(following)
+                index += 1
                 yield None
 
         async with _grouped(applied(), debounce_by) as groups:

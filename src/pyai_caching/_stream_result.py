@@ -8,6 +8,7 @@ caller's run id and history. Either way it also says what the call cost and wher
 from __future__ import annotations
 
 import copy
+import typing
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any, Generic
@@ -101,11 +102,14 @@ class CachedStreamedRunResult(Generic[OutputDataT]):
             return
         run, replay = self._replayed()
         if not self._complete:
-            last: Any = _NONE
+            last: list[Any] | None = None
+            partials = _validates_partials(self._output_type)
             async for response in replay.responses(debounce_by=debounce_by):
-                partial = self._partial_output(run, response)
-                if partial is not _NONE and partial != last:
-                    last = partial
+                if response.parts == last or response is replay.final:
+                    continue  # as live: a snapshot like the last one is skipped, and the final output comes last
+                last = response.parts
+                partial = self._partial_output(run, response) if partials else _NONE
+                if partial is not _NONE:
                     yield partial
             self._complete = True
         yield copy.deepcopy(run.output)
@@ -250,3 +254,20 @@ class CachedStreamedRunResult(Generic[OutputDataT]):
 
 
 _NONE: Any = object()
+
+
+def _validates_partials(spec: Any) -> bool:
+    """Whether partial outputs of `spec` are its data validated (a type, or tool/native/prompted outputs of types):
+    not with an output function or `TextOutput`, which a hit cannot run on partial data, so it yields only the
+    final output."""
+    from pydantic_ai import output as _output  # noqa: PLC0415
+
+    if isinstance(spec, (list, tuple)):
+        return all(_validates_partials(s) for s in spec)
+    if isinstance(spec, _output.TextOutput):
+        return False
+    if isinstance(spec, _output.ToolOutput):
+        return _validates_partials(spec.output)
+    if isinstance(spec, (_output.NativeOutput, _output.PromptedOutput)):
+        return _validates_partials(spec.outputs)
+    return spec is None or isinstance(spec, type) or typing.get_origin(spec) is not None or not callable(spec)
