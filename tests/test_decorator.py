@@ -178,3 +178,27 @@ async def test_plain_data_the_function_closes_over_is_part_of_the_key() -> None:
         "German: hi",
         "French: hi",
     ]
+
+
+async def test_calls_tell_the_pytest_plugin_which_recordings_they_used() -> None:
+    from pyai_caching._scope import scoped
+
+    recordings = MemoryStore()
+
+    @llm_cache("scoped")
+    async def ask(question: str) -> str:
+        return question.upper()
+
+    @llm_cache("scoped-chunks")
+    async def chunks(question: str) -> AsyncIterator[str]:
+        yield question
+
+    with scoped(recordings, "read_write") as first:
+        await ask("a")
+        [c async for c in chunks("a")]
+    with scoped(recordings, "replay") as second:
+        await ask("a")
+        [c async for c in chunks("a")]
+        with pytest.raises(CacheMissError):
+            await ask("b")
+    assert len(first.recorded) == 2 and second.replayed == first.recorded and len(second.missing) == 1

@@ -190,6 +190,7 @@ class _Cached:
             raise self._missing(missing) from missing.drift
         counters = {"hits" if outcome.hit else "misses": 1, "errors": outcome.errors}
         cache.stats.add(stats_group(resolve_namespace(self.namespace), self.task_name), counters)
+        _used(key, replayed=outcome.hit)
         return outcome.value
 
     async def _lookup_context(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Cache, str, CacheMode]:
@@ -227,6 +228,7 @@ class _Cached:
             try:
                 chunks = self._decode_chunks(data)
                 cache.stats.add(group, {"hits": 1})
+                _used(key, replayed=True)
                 return chunks
             except DecodeError as exc:
                 if mode == "replay":
@@ -237,8 +239,8 @@ class _Cached:
         return None
 
     async def _store(self, cache: Cache, key: str, mode: CacheMode, data: bytes | None) -> None:
-        if mode != "off" and data is not None:
-            await cache.guarded.set(key, data, self.ttl)
+        if mode != "off" and data is not None and await cache.guarded.set(key, data, self.ttl):
+            _used(key, replayed=False)
 
     # -- entries: {"format": 1, "created": ..., "latency": ..., "value": ...} or {..., "chunks": [...]}
 
@@ -269,6 +271,9 @@ class _Cached:
             raise DecodeError(f"entry does not validate: {exc}") from exc
 
     def _missing(self, missing: Missing) -> CacheMissError:
+        scope = active_scope()
+        if scope is not None:
+            scope.missing.add(missing.key)
         what = f"{self.fn.__qualname__} (task {self.task_name!r})"
         if missing.drift is not None:
             return CacheMissError(
@@ -279,6 +284,13 @@ class _Cached:
             key=missing.key,
             task_name=self.task_name,
         )
+
+
+def _used(key: str, *, replayed: bool) -> None:
+    """Tell the pytest plugin's scope (if any) which recording a call used, so it is never pruned as unused."""
+    scope = active_scope()
+    if scope is not None:
+        (scope.replayed if replayed else scope.recorded).add(key)
 
 
 def _data_type(fn: Callable[..., Any]) -> Any:
