@@ -83,7 +83,7 @@ class RedisStore(Store):
             "socket_connect_timeout": timeout,
             # One immediate retry on a dropped connection only (server restart, idle timeout, CLIENT KILL, a
             # failover): the pool hands out a dead socket once, and without it that costs a breaker cooldown.
-            # Timeouts are not retried, so a stalled server still costs one `timeout`.
+            # Timeouts are retried once by `_call` (idempotent commands only): a stalled server costs two `timeout`s.
             "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             "max_connections": max_connections,
             **client_kwargs,
@@ -271,6 +271,7 @@ class RedisStore(Store):
             raise CacheError("the Redis store is closed")
         deadline = None
         retried = not idempotent
+        lagged = not idempotent
         while True:
             try:
                 return await command()
@@ -289,6 +290,12 @@ class RedisStore(Store):
                 refused = not isinstance(exc, redis.exceptions.ClusterError)
                 raise CacheError(f"Redis {what} failed: {exc!r}", refused=refused) from exc
             except _STORE_ERRORS as exc:
+                # A timeout is as often a busy event loop (a garbage collection, the CPU burst of a process starting
+                # with many calls at once) as a slow Redis: an idempotent command is sent once more before the store
+                # counts as down, so a stall costs a command two timeouts at most, and never switches the cache off.
+                if isinstance(exc, (TimeoutError, redis.exceptions.TimeoutError)) and not lagged:
+                    lagged = True
+                    continue
                 raise CacheError(f"Redis {what} failed: {exc!r}") from exc
 
 
