@@ -45,6 +45,11 @@ def weather_model() -> FunctionModel:
     return FunctionModel(answer, stream_function=stream, model_name="gpt-4o-mini")
 
 
+async def _chunks(*chunks: str) -> Any:
+    for chunk in chunks:
+        yield chunk
+
+
 def with_weather_tool(agent: Agent[None, str]) -> Agent[None, str]:
     @agent.tool_plain
     def weather(city: str) -> str:
@@ -64,10 +69,14 @@ async def main(root: Path) -> None:
         async with cached_agent_run_stream(agent, "Weather in Paris?", "weather", store=store) as result:
             deltas = [delta async for delta in result.stream_text(delta=True, debounce_by=None)]
         print(f"stream {attempt}: cached {result.cached}, deltas {deltas}")
-    # pace=1.0 replays at the recorded speed (for demos); the same entry answers cached_agent_run too.
+    # pace=1.0 replays at the recorded speed (for demos).
     async with cached_agent_run_stream(agent, "Weather in Paris?", "weather", store=store, pace=1.0) as result:
         print(f"stream paced: {[text async for text in result.stream_text(debounce_by=None)][-1]!r}")
-    shared = await cached_agent_run(agent, "Weather in Paris?", "weather", store=store)
+    # A run both agent.run and agent.run_stream answer alike (one response, no tools) shares its entry.
+    plain = Agent(FunctionModel(stream_function=lambda m, i: _chunks("Bonjour ", "Paris."), model_name="gpt-4o-mini"))
+    async with cached_agent_run_stream(plain, "Greet Paris", "greet", store=store) as result:
+        await result.get_output()
+    shared = await cached_agent_run(plain, "Greet Paris", "greet", store=store)
     print(f"stream shared with cached_agent_run: cached {shared.cached}, output {shared.output!r}")
 
     # event_stream_handler: a hit replays the recorded events to it.

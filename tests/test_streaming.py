@@ -123,19 +123,56 @@ async def test_debounced_and_paced_replays() -> None:
     assert counts.requests == 2
 
 
-async def test_stream_and_run_share_entries_both_ways() -> None:
+def plain_agent(counts: Counts, output_type: Any = str) -> Agent[None, Any]:
+    """One model response, no tools: `agent.run` and `agent.run_stream` answer it alike."""
+
+    def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        counts.requests += 1
+        if info.output_tools:
+            return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name, {"city": "Paris", "summary": "sunny"})])
+        return ModelResponse(parts=[TextPart("".join(CHUNKS))])
+
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> Any:
+        counts.requests += 1
+        if info.output_tools:
+            yield {0: DeltaToolCall(name=info.output_tools[0].name, json_args='{"city": "Paris", "summary": "sunny"}')}
+        else:
+            for chunk in CHUNKS:
+                yield chunk
+
+    return Agent(FunctionModel(answer, stream_function=stream), output_type=output_type)
+
+
+@pytest.mark.parametrize("output", ["text", "structured"])
+async def test_stream_and_run_share_entries_both_ways_where_they_answer_alike(output: str) -> None:
+    output_type = str if output == "text" else Forecast
+    for first in ("run", "stream"):
+        counts, store = Counts(), MemoryStore()
+        agent = plain_agent(counts, output_type)
+
+        async def run() -> tuple[Any, bool]:
+            result = await cached_agent_run(agent, "weather?", "plain", store=store)
+            return result.output, result.cached
+
+        async def stream() -> tuple[Any, bool]:
+            async with cached_agent_run_stream(agent, "weather?", "plain", store=store) as result:
+                return await result.get_output(), result.cached
+
+        answers = [await run(), await stream()] if first == "run" else [await stream(), await run()]
+        assert answers[0][0] == answers[1][0] and [cached for _, cached in answers] == [False, True]
+        assert counts.requests == 1
+
+
+async def test_a_run_calling_tools_is_not_shared_between_stream_and_run() -> None:
     counts, store = Counts(), MemoryStore()
     agent = weather_agent(counts)
     await deltas(agent, store)
     run = await cached_agent_run(agent, "weather?", "stream", store=store)
-    assert run.cached and run.output == "It is sunny." and counts.requests == 2
-
-    counts, store = Counts(), MemoryStore()
-    agent = weather_agent(counts)
-    await cached_agent_run(agent, "weather?", "stream", store=store)
+    assert not run.cached and run.output == "It is sunny."
+    assert (await cached_agent_run(agent, "weather?", "stream", store=store)).cached
     replayed, hit = await deltas(agent, store)
-    assert hit.cached and replayed == ["It is sunny."]  # recorded without a stream: one chunk per part
-    assert counts.requests == 2
+    assert hit.cached and replayed == list(CHUNKS)  # the stream's own entry, still its own chunks
+    assert counts.requests == 4
 
 
 async def test_a_stream_left_part_way_is_not_stored() -> None:

@@ -164,8 +164,8 @@ async def cached_agent_run_stream(
             await account_failure(call, cache, namespace, attempts, time.perf_counter() - started)
             return
         entry, data = settled[0]
-        if key is not None and write_key == key and not _fits_run(entry):
-            write_key = _stream_only(key)  # `agent.run` would have answered otherwise: kept apart from its entries
+        if key is not None and not _either_way(entry, call.output_type):
+            write_key = _stream_only(key)  # `agent.run` might have answered otherwise: kept apart from its entries
         stored = data is not None and await cache.guarded.set(write_key, data, call.ttl)  # type: ignore[arg-type]
         errors += data is not None and not stored
         await account(call, cache, namespace, write_key, entry, hit=False, errors=errors, started=started, uncached=key is None)
@@ -176,9 +176,8 @@ async def _lookup(
 ) -> tuple[Outcome[CachedRun[Any] | None], str, str]:
     """The entry a stream is answered from, the key it was found under, and the key a miss is stored under.
 
-    `key` is shared with `cached_agent_run`. An entry there that `agent.run_stream` would not have answered with
-    (an earlier response of the run had text, where the stream would have stopped) is passed over for the stream's
-    own key (`_stream_only`), which also holds the streams `agent.run` would have answered otherwise.
+    `key` is shared with `cached_agent_run`, for the runs both would answer alike (`_either_way`): only those are
+    read from it, and only those are written to it. Every other stream has its own key (`_stream_only`).
 
     Raises:
         Missing: in `replay` mode, when neither key has an entry for the stream.
@@ -187,45 +186,46 @@ async def _lookup(
     try:
         shared = await read(flights, cache, key, mode=call.mode, decode=call._decode)  # pyright: ignore[reportPrivateUsage]
     except Missing as missing:
-        try:
-            return await read(flights, cache, own, mode=call.mode, decode=call._decode), own, own  # pyright: ignore[reportPrivateUsage]
-        except Missing:
-            raise missing from None
-    if shared.value is not None and _fits_stream(shared.value):
-        return shared, key, key
-    if call.mode == "refresh":
-        return shared, key, own if shared.value is not None else key
+        shared, replay_miss = Outcome(None, hit=False, errors=0), missing
+    else:
+        replay_miss = None
+        if shared.value is not None and _either_way(shared.value, call.output_type):
+            return shared, key, key
     try:
         found = await read(flights, cache, own, mode=call.mode, decode=call._decode)  # pyright: ignore[reportPrivateUsage]
-    except Missing:
-        if shared.value is None:
-            raise
-        raise Missing(key) from None
-    return Outcome(found.value, hit=found.hit, errors=found.errors + shared.errors), own, own if shared.value is not None else key
+    except Missing as missing:
+        raise (replay_miss or missing) from None
+    return Outcome(found.value, hit=found.hit, errors=found.errors + shared.errors), own, key
 
 
 def _stream_only(key: str) -> str:
-    """The key of a stream whose answer `agent.run` would not give (and the reverse): beside the shared one."""
+    """The key of a stream whose answer `agent.run` might not give: beside the shared one."""
     prefix, digest = key.rsplit(":", 1)
     return f"{prefix}:{hashlib.sha256(f'{digest}:run_stream'.encode()).hexdigest()}"
 
 
-def _fits_stream(entry: CachedRun[Any]) -> bool:
-    """Whether `agent.run_stream` would have ended as this run did: it stops at the first response with text (as a
-    text output), so no response before the final one may have any."""
+def _either_way(entry: CachedRun[Any], output_type: Any) -> bool:
+    """Whether `agent.run` and `agent.run_stream` give this run alike: one model response, which is only text (and
+    thinking) for a `str` output, or only the output tool's call (and thinking, no text). Anything else (tools
+    called, text beside tool calls, retries, output functions, unions with text) can end differently in the two, so
+    such runs are never shared between them."""
     responses = [m for m in entry.run.new_messages() if isinstance(m, _messages.ModelResponse)]
-    return not any(isinstance(p, _messages.TextPart) and p.content for m in responses[:-1] for p in m.parts)
-
-
-def _fits_run(entry: CachedRun[Any]) -> bool:
-    """Whether `agent.run` would have ended as this stream did: it runs the tools a final response also calls (the
-    stream ends at its text), so the final response may call no tool but the output tool, unless the output is the
-    deferred tool calls themselves."""
-    run = entry.run
-    output_tool = getattr(run, "_output_tool_name", None)
-    if type(run.output).__name__ == "DeferredToolRequests":
+    if len(responses) != 1:
+        return False
+    parts = [p for p in responses[0].parts if not isinstance(p, _messages.ThinkingPart)]
+    texts = [p for p in parts if isinstance(p, _messages.TextPart)]
+    if output_type is str and parts and len(texts) == len(parts):
         return True
-    return not any(isinstance(p, _messages.ToolCallPart) and p.tool_name != output_tool for p in run.response.parts)
+    calls = [p for p in parts if isinstance(p, _messages.ToolCallPart)]
+    output_tool = getattr(entry.run, "_output_tool_name", None)
+    return (
+        isinstance(output_type, type)
+        and output_type is not str
+        and len(calls) == 1
+        and calls[0].tool_name == output_tool
+        and not any(t.content for t in texts)
+        and len(calls) + len(texts) == len(parts)
+    )
 
 
 def _final_stream(attempts: Attempts, run: Any) -> StreamRecord | None:
