@@ -479,3 +479,32 @@ async def test_a_stream_left_part_way_is_reported_as_spent(how: str) -> None:
         await asyncio.sleep(0.01)
     assert [(e.cached, e.failed) for e in events] == [(False, False), (False, True)]
     assert events[1].cost and events[1].cost > 0
+
+
+@pytest.mark.parametrize("given", ["wrapped", "dynamic"])
+@pytest.mark.parametrize("front", ["ResponseCache", "cached_agent_run"])
+async def test_a_model_fallback_however_given_falls_back_at_once(given: str, front: str) -> None:
+    capabilities_module = pytest.importorskip("pydantic_ai.capabilities")
+    if not hasattr(capabilities_module, "ModelFallback"):
+        pytest.skip("ModelFallback arrived after this PydanticAI")
+    primary: list[str] = []
+
+    def broken(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        primary.append("called")
+        raise ModelHTTPError(503, "primary", body="overloaded")
+
+    def backup(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        return ModelResponse(parts=[TextPart("from backup")])
+
+    fallback = capabilities_module.ModelFallback(FunctionModel(backup))
+    if given == "wrapped":
+        capability: Any = capabilities_module.WrapperCapability(wrapped=fallback)
+    else:
+        capability = lambda ctx: fallback  # noqa: E731 - a dynamic capability
+    caches = [ResponseCache(task_name="t", store=MemoryStore(), initial_wait=5.0)] if front == "ResponseCache" else []
+    agent = Agent(FunctionModel(broken), capabilities=[capability, *caches])
+    if front == "ResponseCache":
+        output = (await agent.run("q")).output
+    else:
+        output = (await cached_agent_run(agent, "q", "t", store=MemoryStore(), initial_wait=5.0)).output
+    assert output == "from backup" and primary == ["called"]

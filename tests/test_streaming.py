@@ -503,3 +503,75 @@ async def test_with_an_output_function_a_hit_streams_the_final_output_only() -> 
         async with cached_agent_run_stream(agent, "weather?", "shout", store=store) as result:
             outputs.append([o async for o in result.stream_output(debounce_by=None)])
     assert result.cached and outputs[1] == ["IT IS SUNNY."] and outputs[0][-1] == "IT IS SUNNY."
+
+
+async def test_what_a_miss_caller_edits_while_streaming_is_not_stored() -> None:
+    counts, store = Counts(), MemoryStore()
+    agent = plain_agent(counts)
+    async with cached_agent_run_stream(agent, "weather?", "edits", store=store) as result:
+        result.all_messages()[0].parts[0].content = "edited prompt"  # type: ignore[union-attr]
+        async for response in result.stream_response(debounce_by=None):
+            response.parts[0] = TextPart("edited answer")
+    async with cached_agent_run_stream(agent, "weather?", "edits", store=store) as hit:
+        assert hit.cached and await hit.get_output() == "It is sunny."
+        assert [p.content for m in hit.all_messages() for p in m.parts] == ["weather?", "It is sunny."]  # type: ignore[union-attr]
+
+
+async def test_a_capability_rewriting_the_event_stream_streams_uncached() -> None:
+    import dataclasses as dc
+
+    capabilities = pytest.importorskip("pydantic_ai.capabilities")
+    if not hasattr(capabilities, "ProcessEventStream"):
+        pytest.skip("ProcessEventStream arrived after this PydanticAI")
+    from pydantic_ai.messages import PartDeltaEvent, TextPartDelta
+
+    async def redact(ctx: Any, events: Any) -> Any:
+        async for event in events:
+            if isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
+                event = dc.replace(event, delta=dc.replace(event.delta, content_delta=event.delta.content_delta.replace("sunny", "*****")))
+            yield event
+
+    counts, store = Counts(), MemoryStore()
+    agent = Agent(text_stream_model(CHUNKS, counts), capabilities=[capabilities.ProcessEventStream(redact)])
+    seen = [await deltas(agent, store) for _ in range(2)]
+    assert [d for d, _ in seen] == [["It ", "is ", "*****", "."]] * 2
+    assert not any(r.cached for _, r in seen) and counts.requests == 2
+
+
+async def test_stream_text_follows_the_output_schema_on_a_hit() -> None:
+    from pydantic_ai.output import TextOutput
+
+    def length(text: str) -> int:
+        return len(text)
+
+    agent = Agent(text_stream_model(CHUNKS, Counts()), output_type=TextOutput(length))
+    store = MemoryStore()
+    texts = []
+    for _ in range(2):
+        async with cached_agent_run_stream(agent, "weather?", "length", store=store) as result:
+            texts.append([t async for t in result.stream_text(debounce_by=None)])
+    assert result.cached and texts[0] == texts[1] and texts[1][-1] == "It is sunny."
+    assert result.result.output == len("It is sunny.")
+
+
+async def test_a_streamed_run_ending_on_deferred_tools_read_through_result_is_stored() -> None:
+    from pydantic_ai import DeferredToolRequests
+    from pydantic_ai.exceptions import ApprovalRequired
+
+    counts = Counts()
+
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> Any:
+        counts.requests += 1
+        yield {0: DeltaToolCall(name="delete", json_args='{"path": "x"}', tool_call_id="call_1")}
+
+    agent = Agent(FunctionModel(stream_function=stream), output_type=[str, DeferredToolRequests])
+
+    @agent.tool_plain
+    def delete(path: str) -> str:
+        raise ApprovalRequired
+
+    store = MemoryStore()
+    for _ in range(2):
+        async with cached_agent_run_stream(agent, "clean up", "deferred", store=store) as result:
+            assert isinstance(result.result.output, DeferredToolRequests)
+    assert result.cached and counts.requests == 1

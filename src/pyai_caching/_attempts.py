@@ -26,7 +26,7 @@ from pydantic_ai.settings import ModelSettings
 from ._retry import Backoff, Budget, call_with_backoff
 from ._stream_recording import Recording, record_events
 
-__all__ = ("Attempts", "RequestRetries", "RetryingModel", "has_model_fallback")
+__all__ = ("Attempts", "RequestRetries", "RetryingModel", "has_model_fallback", "leaf_capabilities", "processes_events")
 
 T = TypeVar("T")
 
@@ -144,12 +144,13 @@ class RequestRetries(AbstractCapability[Any]):
     def get_wrapper_model(self, model: Model) -> Model | None:
         return RetryingModel(model, self.attempts)
 
-    if not _HAS_WRAPPER_HOOK:  # pragma: no cover - PydanticAI 2.58 to 2.61
-
-        async def before_model_request(self, ctx: Any, request_context: ModelRequestContext) -> ModelRequestContext:
-            if not _is_retrying(request_context.model):
-                request_context.model = RetryingModel(request_context.model, self.attempts)
-            return request_context
+    async def before_model_request(self, ctx: Any, request_context: ModelRequestContext) -> ModelRequestContext:
+        # the run's capabilities as resolved for this request (a dynamic `ModelFallback` too): with one, no retries
+        if has_model_fallback(None, [getattr(ctx, "root_capability", None)]):
+            self.attempts.retry = False
+        if not _HAS_WRAPPER_HOOK and not _is_retrying(request_context.model):  # PydanticAI 2.58 to 2.61
+            request_context.model = RetryingModel(request_context.model, self.attempts)
+        return request_context
 
 
 def _is_retrying(model: Model) -> bool:
@@ -160,17 +161,41 @@ def _is_retrying(model: Model) -> bool:
     return False
 
 
+def leaf_capabilities(agent: Any, run_capabilities: list[Any]) -> list[Any]:
+    """The capabilities a run of `agent` uses (its own and the run's), unwrapped: combined ones and wrappers
+    (`WrapperCapability`) are opened up."""
+    root = getattr(agent, "_effective_root_capability", None) if agent is not None else None
+    stack = [*(([root()] if callable(root) else [])), *(c for c in run_capabilities if c is not None)]
+    leaves: list[Any] = []
+    while stack:
+        capability = stack.pop()
+        inner = [*(getattr(capability, "capabilities", None) or ())]
+        wrapped = getattr(capability, "wrapped", None)
+        if isinstance(wrapped, AbstractCapability):
+            inner.append(wrapped)
+        if inner:
+            stack.extend(inner)
+        leaves.append(capability)
+    return leaves
+
+
+def processes_events(agent: Any, run_capabilities: list[Any]) -> bool:
+    """Whether the run has a capability rewriting its event stream (`ProcessEventStream`, a redaction): what its
+    streams show is then not the model's events, which is all a stream's recording holds."""
+    base = AbstractCapability.wrap_run_event_stream
+    return any(
+        getattr(type(c), "wrap_run_event_stream", base) is not base and not _is_plain_combination(c)
+        for c in leaf_capabilities(agent, run_capabilities)
+    )
+
+
+def _is_plain_combination(capability: Any) -> bool:
+    """A capability that only combines or wraps others (its hook passes the stream through theirs)."""
+    return bool(getattr(capability, "capabilities", None)) or isinstance(getattr(capability, "wrapped", None), AbstractCapability)
+
+
 def has_model_fallback(agent: Any, run_capabilities: list[Any]) -> bool:
     """Whether the run uses PydanticAI's `ModelFallback` capability: it moves a failed request to the next model,
     which retrying the failed model first would defeat, so the cache then leaves failures to it."""
     fallback = getattr(_capabilities, "ModelFallback", None)
-    if fallback is None:
-        return False
-    root = getattr(agent, "_effective_root_capability", None) if agent is not None else None
-    stack = [*(([root()] if callable(root) else [])), *(c for c in run_capabilities if c is not None)]
-    while stack:
-        capability = stack.pop()
-        if isinstance(capability, fallback):
-            return True
-        stack.extend(getattr(capability, "capabilities", None) or ())
-    return False
+    return fallback is not None and any(isinstance(c, fallback) for c in leaf_capabilities(agent, run_capabilities))

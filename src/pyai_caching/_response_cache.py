@@ -230,6 +230,8 @@ class CachingModel(WrapperModel):
                 )
                 return
         attempts = self.config._attempts()  # pyright: ignore[reportPrivateUsage]
+        if run_context is not None and has_model_fallback(None, [getattr(run_context, "root_capability", None)]):
+            attempts.retry = False  # (a stream is opened outside the request's own context: its hook's flag is not seen)
         retrying = RetryingModel(self.wrapped, attempts)
         opened: StreamedResponse | None = None
         try:

@@ -57,6 +57,7 @@ class CachedStreamedRunResult(Generic[OutputDataT]):
         self.saved_cost: float | None = run.saved_cost if run is not None else None
         self._complete = False
         self._cancelled = False
+        self._settled = False
 
     # -- what the cache adds
 
@@ -84,7 +85,7 @@ class CachedStreamedRunResult(Generic[OutputDataT]):
             self._settle()
             return
         run, replay = self._replayed()
-        if not isinstance(run.output, str):
+        if not _is_text_output(self._output_type):
             raise UserError("stream_text() can only be used with text responses")
         if self._complete:  # as a live stream read before: the whole text, once
             yield run.output
@@ -118,7 +119,7 @@ class CachedStreamedRunResult(Generic[OutputDataT]):
         """`ModelResponse` snapshots as the response streams; the final, complete response last."""
         if self._live is not None:
             async for response in self._live.stream_response(debounce_by=debounce_by):
-                yield response
+                yield self._own(response)
             self._settle()
             return
         _, replay = self._replayed()
@@ -147,6 +148,12 @@ class CachedStreamedRunResult(Generic[OutputDataT]):
         """The live stream was read to its end: let the front door take its entry before the caller continues."""
         if self._on_complete is not None:
             self._on_complete()
+            self._settled = True
+
+    def _own(self, value: Any) -> Any:
+        """Until a live run's entry is taken, what the caller is handed is a copy: nothing it does to it can reach
+        the entry (after that, the run's own objects, as PydanticAI hands them)."""
+        return value if self._settled or self._on_complete is None else copy.deepcopy(value)
 
     @property
     def cancelled(self) -> bool:
@@ -177,7 +184,11 @@ class CachedStreamedRunResult(Generic[OutputDataT]):
     @property
     def result(self) -> AgentRunResult[OutputDataT]:
         """The run as an `AgentRunResult` once the stream has finished (a `CachedAgentRunResult` on a hit)."""
-        return self._live.result if self._live is not None else self._replayed()[0]
+        if self._live is not None:
+            if self._live.is_complete or getattr(self._live, "_run_result", None) is not None:
+                self._settle()  # (a run that ended without streaming, on deferred tools, is taken here)
+            return self._live.result
+        return self._replayed()[0]
 
     @property
     def is_complete(self) -> bool:
@@ -189,7 +200,7 @@ class CachedStreamedRunResult(Generic[OutputDataT]):
 
     @property
     def response(self) -> _messages.ModelResponse:
-        return self._live.response if self._live is not None else self._replayed()[0].response
+        return self._own(self._live.response) if self._live is not None else self._replayed()[0].response
 
     @property
     def run_id(self) -> str:
@@ -209,12 +220,12 @@ class CachedStreamedRunResult(Generic[OutputDataT]):
 
     def all_messages(self, *, output_tool_return_content: str | None = None) -> list[_messages.ModelMessage]:
         if self._live is not None:
-            return self._live.all_messages(output_tool_return_content=output_tool_return_content)
+            return self._own(self._live.all_messages(output_tool_return_content=output_tool_return_content))
         return self._replayed()[0].all_messages(output_tool_return_content=output_tool_return_content)
 
     def new_messages(self, *, output_tool_return_content: str | None = None) -> list[_messages.ModelMessage]:
         if self._live is not None:
-            return self._live.new_messages(output_tool_return_content=output_tool_return_content)
+            return self._own(self._live.new_messages(output_tool_return_content=output_tool_return_content))
         return self._replayed()[0].new_messages(output_tool_return_content=output_tool_return_content)
 
     def all_messages_json(self, *, output_tool_return_content: str | None = None) -> bytes:
@@ -254,6 +265,18 @@ class CachedStreamedRunResult(Generic[OutputDataT]):
 
 
 _NONE: Any = object()
+
+
+def _is_text_output(spec: Any) -> bool:
+    """Whether `stream_text()` works for an output spec, as PydanticAI decides it (a text output schema)."""
+    from pydantic_ai._output import TextOutputSchema  # noqa: PLC0415 - private: the exact live rule
+
+    from ._keys._agent import _output_schema_for  # noqa: PLC0415  # pyright: ignore[reportPrivateUsage]
+
+    try:
+        return isinstance(_output_schema_for(spec), TextOutputSchema)
+    except Exception:  # noqa: BLE001 - a spec PydanticAI would reject: as for any non-text output
+        return False
 
 
 def _validates_partials(spec: Any) -> bool:

@@ -24,7 +24,7 @@ from pydantic_ai.exceptions import UserError
 
 from . import _telemetry as telemetry
 from ._accounting import account, account_failure, missing_error
-from ._attempts import Attempts
+from ._attempts import Attempts, processes_events
 from ._call import RunCall
 from ._codec import CachedRun, StreamRecord, stream_record
 from ._config import CacheMode
@@ -143,7 +143,8 @@ async def cached_agent_run_stream(
                 def settle() -> None:
                     """The run as an entry, encoded the moment the stream is read to its end: before the caller
                     holds its output or final messages, so nothing it does to them is stored."""
-                    if settled or not live.is_complete or getattr(live, "cancelled", False) or getattr(live, "_completion_raised", False):
+                    finished = live.is_complete or getattr(live, "_run_result", None) is not None  # (ended unstreamed)
+                    if settled or not finished or getattr(live, "cancelled", False) or getattr(live, "_completion_raised", False):
                         return
                     try:
                         run = live.result
@@ -247,6 +248,11 @@ def _key(call: RunCall, namespace: str) -> str | None:
     if call.mode == "off":
         return None
     try:
+        if processes_events(call.agent, list(call.run_kwargs.get("capabilities") or ())):
+            raise UnkeyableError(
+                "a capability rewrites the run's event stream (ProcessEventStream): what it streams is not what the "
+                "model sent, which is all a recording holds"
+            )
         return call.key(namespace)
     except UnkeyableError as exc:
         if call.mode == "replay":
