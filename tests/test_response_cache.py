@@ -508,3 +508,20 @@ async def test_a_model_fallback_however_given_falls_back_at_once(given: str, fro
     else:
         output = (await cached_agent_run(agent, "q", "t", store=MemoryStore(), initial_wait=5.0)).output
     assert output == "from backup" and primary == ["called"]
+
+
+async def test_a_whole_run_over_per_request_hits_spends_nothing_and_streams_its_chunks() -> None:
+    calls = Calls()
+    agent = weather_agent(calls)
+    await agent.run("weather?")
+    async with agent.run_stream("weather, streamed?") as stream:
+        await stream.get_output()
+    run = await cached_agent_run(agent, "weather?", "runs", store=MemoryStore())
+    assert not run.cached and run.cost == 0.0  # every response came from the per-request cache
+    store = MemoryStore()
+    chunks = []
+    for _ in range(2):
+        async with cached_agent_run_stream(agent, "weather, streamed?", "runs", store=store) as streamed:
+            chunks.append([d async for d in streamed.stream_text(delta=True, debounce_by=None)])
+    assert streamed.cached and chunks[0] == chunks[1] == ["It ", "is ", "sunny", "."]
+    assert len(calls.requests) == 4

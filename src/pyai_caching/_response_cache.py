@@ -225,9 +225,14 @@ class CachingModel(WrapperModel):
                 entry = outcome.value
                 replay = entry.events if entry.events is not None else True
                 await account_request(call, entry, hit=True, errors=outcome.errors, started=started)
-                yield CompletedStreamedResponse(
+                served = CompletedStreamedResponse(
                     _served(entry, call.key), model_request_parameters=model_request_parameters, replay_events=replay
                 )
+                outer = _recording_run(self.wrapped)
+                if outer is not None:  # a whole-run stream around this run records what it replays, as if live
+                    outer.streams.append(served)
+                    outer.recordings.append(record_events(served, started))
+                yield served
                 return
         attempts = self.config._attempts()  # pyright: ignore[reportPrivateUsage]
         if run_context is not None and has_model_fallback(None, [getattr(run_context, "root_capability", None)]):
@@ -310,6 +315,15 @@ def _served(entry: CachedResponse, key: str) -> ModelResponse:
     response = entry.response
     metadata = {**(response.metadata or {}), MARK: {"cached": True, "key": key, "saved_cost": entry.cost}}
     return dataclasses.replace(response, metadata=metadata, timestamp=datetime.now(UTC))
+
+
+def _recording_run(model: Model) -> Attempts | None:
+    """The attempts of a whole-run stream (`cached_agent_run_stream`) whose retrying wrapper is below this one."""
+    while isinstance(model, WrapperModel):
+        if isinstance(model, RetryingModel) and model.attempts.record:
+            return model.attempts
+        model = model.wrapped
+    return None
 
 
 def _keyed_model(model: Model) -> Model:

@@ -73,11 +73,15 @@ def make_entry(
     before: _usage.RunUsage | None,
     stream: StreamRecord | None = None,
 ) -> CachedRun[Any]:
-    """A finished run as an entry: priced by every response that came back."""
+    """A finished run as an entry: priced by every response that came back and was paid for (a response that a
+    `ResponseCache` answered is not: it was paid for when it was recorded)."""
     responses = attempts.all_responses() or [m for m in run.new_messages() if isinstance(m, _messages.ModelResponse)]
-    model, cost = price_responses(
-        responses, requested=effective_model_name(call.agent, call.run_kwargs.get("model")), custom_costs=call.custom_costs
-    )
+    paid = [r for r in responses if not _served_from_cache(r)]
+    requested = effective_model_name(call.agent, call.run_kwargs.get("model"))
+    if paid or not responses:
+        model, cost = price_responses(paid, requested=requested, custom_costs=call.custom_costs)
+    else:
+        model, cost = responses[-1].model_name or requested, 0.0
     return CachedRun(
         run=run,
         model=model,
@@ -88,6 +92,11 @@ def make_entry(
         usage=_minus(run.usage, before) if before is not None else None,
         stream=stream,
     )
+
+
+def _served_from_cache(response: _messages.ModelResponse) -> bool:
+    mark = (response.metadata or {}).get("pyai_caching")
+    return isinstance(mark, dict) and mark.get("cached") is True
 
 
 def _minus(total: _usage.RunUsage, before: _usage.RunUsage) -> _usage.RunUsage:
