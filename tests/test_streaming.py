@@ -575,3 +575,18 @@ async def test_a_streamed_run_ending_on_deferred_tools_read_through_result_is_st
         async with cached_agent_run_stream(agent, "clean up", "deferred", store=store) as result:
             assert isinstance(result.result.output, DeferredToolRequests)
     assert result.cached and counts.requests == 1
+
+
+async def test_output_validators_see_the_partial_text_on_a_hit_as_live() -> None:
+    agent = Agent(text_stream_model(CHUNKS, Counts()))
+
+    @agent.output_validator
+    def shout(ctx: Any, text: str) -> str:
+        return text.upper()
+
+    store = MemoryStore()
+    seen = []
+    for _ in range(2):
+        async with cached_agent_run_stream(agent, "weather?", "validated", store=store) as result:
+            seen.append(([t async for t in result.stream_text(debounce_by=None)], result.cached))
+    assert seen[0][0] == seen[1][0] and seen[1][0][-1] == "IT IS SUNNY." and seen[1][1]

@@ -20,7 +20,7 @@ from pydantic_ai import RunContext
 from pydantic_ai.messages import AgentStreamEvent
 from pydantic_ai.models import Model
 
-__all__ = ("HandlerRecording", "event_groups", "recording_handler", "replay_events")
+__all__ = ("HandlerRecording", "event_groups", "recording_handler", "replay_events", "run_context_for")
 
 Handler = Callable[[RunContext[Any], AsyncIterable[AgentStreamEvent]], Awaitable[None]]
 
@@ -81,7 +81,7 @@ async def replay_events(
 ) -> None:
     """Call `handler` once per recorded group, with a `RunContext` of the caller's own run."""
     for group in groups:  # each step its own context, as live
-        ctx = _context(deps=deps, model=model if isinstance(model, Model) else None, run=run, prompt=prompt)
+        ctx = run_context_for(deps=deps, model=model, run=run, prompt=prompt)
 
         async def events(group: list[AgentStreamEvent] = group) -> AsyncIterator[AgentStreamEvent]:
             for event in group:
@@ -90,10 +90,11 @@ async def replay_events(
         await handler(ctx, events())
 
 
-def _context(*, deps: Any, model: Any, run: Any, prompt: Any) -> RunContext[Any]:
+def run_context_for(*, deps: Any, model: Any, run: Any, prompt: Any) -> RunContext[Any]:
+    """A `RunContext` of a caller's run that no model ran (a hit): its deps, model, usage, messages and ids."""
     values = {
         "deps": deps,
-        "model": model,
+        "model": model if isinstance(model, Model) else None,
         "usage": run.usage,
         "prompt": prompt,
         "messages": run.all_messages(),

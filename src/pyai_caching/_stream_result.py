@@ -8,15 +8,16 @@ caller's run id and history. Either way it also says what the call cost and wher
 from __future__ import annotations
 
 import copy
+import dataclasses
 import typing
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any, Generic
 
 import pydantic_core
 from pydantic import ValidationError
 from pydantic_ai import messages as _messages
-from pydantic_ai.exceptions import UserError
+from pydantic_ai.exceptions import ModelRetry, UserError
 from pydantic_ai.output import OutputDataT
 from pydantic_ai.result import StreamedRunResult
 from pydantic_ai.run import AgentRunResult
@@ -49,7 +50,10 @@ class CachedStreamedRunResult(Generic[OutputDataT]):
         cache_key: str | None,
         price: Callable[[], tuple[str | None, float | None]] | None = None,
         on_complete: Callable[[], None] | None = None,
+        validators: Sequence[Any] = (),
+        context: Callable[[], Any] | None = None,
     ) -> None:
+        self._validators, self._context = list(validators), context
         self._live, self._replay, self._run, self._output_type, self._price = live, replay, run, output_type, price
         self._on_complete = on_complete
         self.cache_key = cache_key
@@ -91,6 +95,9 @@ class CachedStreamedRunResult(Generic[OutputDataT]):
             yield run.output
             return
         async for text in replay.text(delta=delta, debounce_by=debounce_by):
+            if not delta:  # as live: the text so far goes through the output validators (not deltas)
+                for validator in self._validators:
+                    text = await validator.validate(text, self._partial_context())
             yield text
         self._complete = True
 
@@ -111,6 +118,11 @@ class CachedStreamedRunResult(Generic[OutputDataT]):
                 last = response.parts
                 partial = self._partial_output(run, response) if partials else _NONE
                 if partial is not _NONE:
+                    try:
+                        for validator in self._validators:
+                            partial = await validator.validate(partial, self._partial_context())
+                    except (ValidationError, ModelRetry):  # as live: a partial output that does not validate is skipped
+                        continue
                     yield partial
             self._complete = True
         yield copy.deepcopy(run.output)
@@ -238,6 +250,10 @@ class CachedStreamedRunResult(Generic[OutputDataT]):
         return f"{type(self).__name__}(cached={self.cached!r}, cache_key={self.cache_key!r})"
 
     # -- replay helpers
+
+    def _partial_context(self) -> Any:
+        context = self._context() if self._context is not None else None
+        return dataclasses.replace(context, partial_output=True) if context is not None else None
 
     def _replayed(self) -> tuple[CachedAgentRunResult[OutputDataT], Replay]:
         assert self._run is not None and self._replay is not None

@@ -29,7 +29,7 @@ from ._call import RunCall
 from ._codec import CachedRun, StreamRecord, stream_record
 from ._config import CacheMode
 from ._engine import Missing, Outcome, read
-from ._events import recording_handler
+from ._events import recording_handler, run_context_for
 from ._keys import UnkeyableError, effective_model_name
 from ._logs import warn_once
 from ._registry import Cache
@@ -122,7 +122,19 @@ async def cached_agent_run_stream(
                 if handler is not None:  # as live: the handler has the events up to the final result first
                     await call.replay_events(handler, entry)
                 replay = Replay.of(run.response, stream_record(entry), pace)
-                yield CachedStreamedRunResult(replay=replay, run=run, output_type=call.output_type, cache_key=hit_key)
+                yield CachedStreamedRunResult(
+                    replay=replay,
+                    run=run,
+                    output_type=call.output_type,
+                    cache_key=hit_key,
+                    validators=getattr(call.agent, "_output_validators", ()),
+                    context=lambda: run_context_for(
+                        deps=call.run_kwargs.get("deps"),
+                        model=call.run_kwargs.get("model") or getattr(call.agent, "model", None),
+                        run=run,
+                        prompt=call.prompt,
+                    ),
+                )
                 return
 
         attempts = Attempts(call.backoff, record=True)
