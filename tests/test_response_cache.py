@@ -437,30 +437,6 @@ async def test_requests_through_fallbacks_and_request_deadlines_are_recorded(set
     assert len(calls.requests) == 2
 
 
-async def test_with_model_fallback_a_failing_model_falls_back_at_once() -> None:
-    capabilities_module = pytest.importorskip("pydantic_ai.capabilities")
-    if not hasattr(capabilities_module, "ModelFallback"):
-        pytest.skip("ModelFallback arrived after this PydanticAI")
-    primary: list[str] = []
-
-    def broken(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
-        primary.append("called")
-        raise ModelHTTPError(503, "primary", body="overloaded")
-
-    def backup(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
-        return ModelResponse(parts=[TextPart("from backup")])
-
-    agent = Agent(
-        FunctionModel(broken),
-        capabilities=[
-            capabilities_module.ModelFallback(FunctionModel(backup)),
-            ResponseCache(task_name="t", store=MemoryStore(), initial_wait=5.0),
-        ],
-    )
-    assert (await agent.run("q")).output == "from backup"
-    assert primary == ["called"]  # no retries of the cache's own before the fallback
-
-
 @pytest.mark.parametrize("how", ["break", "raise"])
 async def test_a_stream_left_part_way_is_reported_as_spent(how: str) -> None:
     events: list[ExpenseEvent] = []
@@ -481,7 +457,7 @@ async def test_a_stream_left_part_way_is_reported_as_spent(how: str) -> None:
     assert events[1].cost and events[1].cost > 0
 
 
-@pytest.mark.parametrize("given", ["wrapped", "dynamic"])
+@pytest.mark.parametrize("given", ["plain", "wrapped", "dynamic"])
 @pytest.mark.parametrize("front", ["ResponseCache", "cached_agent_run"])
 async def test_a_model_fallback_however_given_falls_back_at_once(given: str, front: str) -> None:
     capabilities_module = pytest.importorskip("pydantic_ai.capabilities")
@@ -497,9 +473,10 @@ async def test_a_model_fallback_however_given_falls_back_at_once(given: str, fro
         return ModelResponse(parts=[TextPart("from backup")])
 
     fallback = capabilities_module.ModelFallback(FunctionModel(backup))
+    capability: Any = fallback
     if given == "wrapped":
-        capability: Any = capabilities_module.WrapperCapability(wrapped=fallback)
-    else:
+        capability = capabilities_module.WrapperCapability(wrapped=fallback)
+    elif given == "dynamic":
         capability = lambda ctx: fallback  # noqa: E731 - a dynamic capability
     caches = [ResponseCache(task_name="t", store=MemoryStore(), initial_wait=5.0)] if front == "ResponseCache" else []
     agent = Agent(FunctionModel(broken), capabilities=[capability, *caches])
