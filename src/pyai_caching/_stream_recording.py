@@ -39,8 +39,8 @@ def record_events(stream: StreamedResponse, started: float | None = None) -> Rec
     the request was sent, so the model's time to first token is in them; default now). Several recordings of one
     stream (a run-level and a per-request one) each get every event, if they start before it is read."""
     recording = Recording() if started is None else Recording(started=started)
-    state = stream.__dict__
-    if state.get("_pyai_reading"):  # too late: events were read already
+    state = getattr(stream, "__dict__", None)
+    if state is None or state.get("_pyai_reading"):  # a slotted stream, or too late: events were read already
         recording.events = recording.offsets = None
         return recording
     if not getattr(type(stream), "_pyai_recorded", False):
