@@ -590,3 +590,57 @@ async def test_output_validators_see_the_partial_text_on_a_hit_as_live() -> None
         async with cached_agent_run_stream(agent, "weather?", "validated", store=store) as result:
             seen.append(([t async for t in result.stream_text(debounce_by=None)], result.cached))
     assert seen[0][0] == seen[1][0] and seen[1][0][-1] == "IT IS SUNNY." and seen[1][1]
+
+
+async def test_a_stream_read_to_its_end_is_kept_when_the_callers_code_then_raises() -> None:
+    counts, store = Counts(), MemoryStore()
+    agent = plain_agent(counts)
+    with pytest.raises(RuntimeError):
+        async with cached_agent_run_stream(agent, "weather?", "raises", store=store) as result:
+            await result.get_output()
+            raise RuntimeError("the caller's own bug")
+    async with cached_agent_run_stream(agent, "weather?", "raises", store=store) as again:
+        assert await again.get_output() == "It is sunny." and again.cached
+    assert counts.requests == 1
+
+
+async def test_a_refresh_replaces_what_streams_are_answered_with() -> None:
+    answers = ["old answer"]
+
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> Any:
+        if answers[0] == "old answer" or isinstance(messages[-1].parts[-1], ToolReturnPart):
+            yield answers[0]
+        else:
+            yield {0: DeltaToolCall(name="look", json_args="{}")}
+
+    agent = Agent(FunctionModel(stream_function=stream))
+
+    @agent.tool_plain
+    def look() -> str:
+        return "looked"
+
+    store = MemoryStore()
+
+    async def ask(mode: str) -> tuple[str, bool, str | None]:
+        async with cached_agent_run_stream(agent, "q", "refresh", store=store, mode=mode) as result:  # type: ignore[arg-type]
+            return await result.get_output(), result.cached, result.cache_key
+
+    assert (await ask("read_write"))[:2] == ("old answer", False)
+    answers[0] = "new answer"  # now answered after a tool call: a stream-only entry
+    refreshed = await ask("refresh")
+    assert refreshed[:2] == ("new answer", False)
+    for mode in ("read_write", "replay"):
+        again = await ask(mode)
+        assert again == ("new answer", True, refreshed[2])  # and the miss named the key its entry is under
+    assert refreshed[2] in await store.keys("pyai_caching:v2:refresh:")
+
+
+async def test_stream_response_after_the_stream_was_read_yields_the_final_response_once() -> None:
+    counts, store = Counts(), MemoryStore()
+    agent = plain_agent(counts)
+    seen = []
+    for _ in range(2):
+        async with cached_agent_run_stream(agent, "weather?", "reread", store=store) as result:
+            await result.get_output()
+            seen.append([r.parts for r in [x async for x in result.stream_response(debounce_by=None)]])
+    assert result.cached and seen[0] == seen[1] == [[TextPart("It is sunny.")]]

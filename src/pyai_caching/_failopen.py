@@ -103,6 +103,10 @@ class FailOpen:
         """True if the entry was stored."""
         return await self._call("writes", lambda: _true(self.store.set(key, value, ttl)), False)
 
+    async def delete(self, key: str) -> bool:
+        """True if the entry is gone (or was never there)."""
+        return await self._call("writes", lambda: _true(self.store.delete(key)), False)
+
     async def claim_and_read(self, key: str, ttl: float) -> tuple[str | None, bytes | None, bool]:
         """`claim` and the entry read with it: (token or None, the entry or None, whether claims are in use)."""
         try:

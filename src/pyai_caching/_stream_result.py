@@ -130,11 +130,18 @@ class CachedStreamedRunResult(Generic[OutputDataT]):
     async def stream_response(self, *, debounce_by: float | None = 0.1) -> AsyncIterator[_messages.ModelResponse]:
         """`ModelResponse` snapshots as the response streams; the final, complete response last."""
         if self._live is not None:
+            last = None
             async for response in self._live.stream_response(debounce_by=debounce_by):
-                yield self._own(response)
+                last = self._own(response)
+                yield last
+            if last is not None and last is not self._live.response:  # stamped as live stamps the final snapshot
+                last.run_id, last.conversation_id = self._live.run_id, self._live.conversation_id
             self._settle()
             return
         _, replay = self._replayed()
+        if self._complete:  # as a live stream read before: the final response, once
+            yield replay.final
+            return
         async for response in replay.responses(debounce_by=debounce_by):
             yield response
         self._complete = True

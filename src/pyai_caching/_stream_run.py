@@ -166,22 +166,59 @@ async def cached_agent_run_stream(
                     if recording is not None:
                         entry = dataclasses.replace(entry, events=recording.groups)
                     settled.append((entry, call.encoded(entry) if key is not None else None))
+                    if key is not None and not _either_way(entry, call.output_type):
+                        result.cache_key = _stream_only(key)  # `agent.run` might answer otherwise: kept apart
 
-                yield CachedStreamedRunResult(
+                result = CachedStreamedRunResult(
                     live=live, output_type=call.output_type, cache_key=key, price=price, on_complete=settle
                 )
-        except (Exception, asyncio.CancelledError):  # paid for, counted, never stored
-            await asyncio.shield(account_failure(call, cache, namespace, attempts, time.perf_counter() - started))
+                yield result
+        except (Exception, asyncio.CancelledError):
+            if settled:  # read to its end, then the caller's own code raised: the paid answer is still kept
+                await asyncio.shield(_store(call, cache, namespace, key, settled[0], errors, started))
+            else:  # paid for, counted, never stored
+                await asyncio.shield(account_failure(call, cache, namespace, attempts, time.perf_counter() - started))
             raise
         if not settled:  # left part-way or cancelled: paid for, counted, never stored
             await account_failure(call, cache, namespace, attempts, time.perf_counter() - started)
             return
-        entry, data = settled[0]
-        if key is not None and not _either_way(entry, call.output_type):
-            write_key = _stream_only(key)  # `agent.run` might have answered otherwise: kept apart from its entries
-        stored = data is not None and await cache.guarded.set(write_key, data, call.ttl)  # type: ignore[arg-type]
-        errors += data is not None and not stored
-        await account(call, cache, namespace, write_key, entry, hit=False, errors=errors, started=started, uncached=key is None)
+        await _store(call, cache, namespace, key, settled[0], errors, started)
+
+
+async def _store(
+    call: RunCall,
+    cache: Cache,
+    namespace: str,
+    key: str | None,
+    settled: tuple[CachedRun[Any], bytes | None],
+    errors: int,
+    started: float,
+) -> None:
+    """Store a stream read to its end, under the shared key if `agent.run` would answer alike (the stream-only entry
+    then goes, so a refresh is not shadowed by an older one), else under its own (and a shared entry the stream would
+    have been answered from goes: the new answer replaces it); then count it and report it."""
+    entry, data = settled
+    write_key = key
+    if key is not None and data is not None:
+        own = _stream_only(key)
+        if _either_way(entry, call.output_type):
+            await cache.guarded.delete(own)
+        else:
+            write_key = own
+            shared, _ = await cache.guarded.get(key)
+            if shared is not None and _shared_fits(call, shared):
+                await cache.guarded.delete(key)
+        stored = await cache.guarded.set(write_key, data, call.ttl)
+        errors += not stored
+    await account(call, cache, namespace, write_key, entry, hit=False, errors=errors, started=started, uncached=key is None)
+
+
+def _shared_fits(call: RunCall, data: bytes) -> bool:
+    """Whether a shared entry is one a stream would be answered from."""
+    try:
+        return _either_way(call._decode(data), call.output_type)  # pyright: ignore[reportPrivateUsage]
+    except Exception:  # noqa: BLE001 - an unreadable entry answers no one
+        return False
 
 
 async def _lookup(
