@@ -11,8 +11,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-from dataclasses import dataclass, field
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
