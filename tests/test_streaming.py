@@ -644,3 +644,20 @@ async def test_stream_response_after_the_stream_was_read_yields_the_final_respon
             await result.get_output()
             seen.append([r.parts for r in [x async for x in result.stream_response(debounce_by=None)]])
     assert result.cached and seen[0] == seen[1] == [[TextPart("It is sunny.")]]
+
+
+async def test_a_handler_on_a_hit_sees_each_step_as_it_was() -> None:
+    counts, store = Counts(), MemoryStore()
+    agent = weather_agent(counts)
+    seen: list[list[tuple[int, int, int]]] = []
+    for _ in range(2):
+        got: list[tuple[int, int, int]] = []
+
+        async def handler(ctx: Any, events: Any, got: list[tuple[int, int, int]] = got) -> None:
+            got.append((len(ctx.messages), ctx.usage.requests, getattr(ctx, "run_step", 0)))
+            async for _ in events:
+                pass
+
+        assert (await cached_agent_run(agent, "weather?", "steps", store=store, event_stream_handler=handler)).output
+        seen.append(got)
+    assert seen[0] == seen[1] and len({n for n, _, _ in seen[1]}) > 1  # not the final state every time

@@ -203,7 +203,9 @@ class RunCall:
             return
         run = entry.run
         model = self.run_kwargs.get("model") or self.agent.model
-        await replay_events(handler, groups, deps=self.run_kwargs.get("deps"), model=model, run=run, prompt=self.prompt)
+        await replay_events(
+            handler, groups, entry.event_steps, deps=self.run_kwargs.get("deps"), model=model, run=run, prompt=self.prompt
+        )
 
     # -- what a run keys and stores
 

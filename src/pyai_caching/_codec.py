@@ -64,6 +64,8 @@ class CachedRun(Generic[OutputDataT]):
     or as read from the entry, its JSON data (validated only where it is replayed: `stream_record`)."""
     events: Any = None
     """The events an `event_stream_handler` was given, one list per call (as read: JSON data; `_events`)."""
+    event_steps: Any = None
+    """Where the run was at each of those calls (messages so far, usage, step), as JSON data."""
 
     @property
     def run_usage(self) -> RunUsage:
@@ -93,9 +95,10 @@ class _Envelope(BaseModel, Generic[OutputDataT]):
     stream: Any = None
     """Read as plain data: only a streamed hit validates it (`stream_record`), so other hits never pay for it."""
     events: Any = None
+    event_steps: Any = None
 
 
-_SPLICED = frozenset({"stream", "events"})
+_SPLICED = frozenset({"stream", "events", "event_steps"})
 """Optional fields written only when present (spliced in by `encode`)."""
 
 _ENVELOPE: type[_Envelope[Any]] = _Envelope[Any]
@@ -167,7 +170,7 @@ def encode(entry: CachedRun[Any], output_type: Any, *, manifest: Any = None) -> 
     )
     data = envelope.model_dump_json(exclude=_SPLICED).encode()
     # spliced in, so entries without them stay as they were; hits never read the manifest (not in the schema)
-    return spliced(data, stream=entry.stream, events=entry.events, manifest=manifest)
+    return spliced(data, stream=entry.stream, events=entry.events, event_steps=entry.event_steps, manifest=manifest)
 
 
 def spliced(data: bytes, **fields: Any) -> bytes:
@@ -222,6 +225,7 @@ def decode(data: bytes, output_type: Any, *, context: Any = None) -> CachedRun[A
         history=envelope.history,
         stream=envelope.stream,
         events=envelope.events,
+        event_steps=envelope.event_steps,
     )
 
 

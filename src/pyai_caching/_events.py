@@ -19,6 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_ai import RunContext
 from pydantic_ai.messages import AgentStreamEvent
 from pydantic_ai.models import Model
+from pydantic_ai.usage import RunUsage
 
 __all__ = ("HandlerRecording", "event_groups", "recording_handler", "replay_events", "run_context_for")
 
@@ -51,6 +52,8 @@ class HandlerRecording:
     (an event holding something with no copy): the run is then stored without events."""
 
     groups: list[list[AgentStreamEvent]] | None = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    """Where the run was at each call (as JSON data): how many messages it had, its usage, its step."""
 
 
 def recording_handler(handler: Handler) -> tuple[Handler, HandlerRecording]:
@@ -61,6 +64,7 @@ def recording_handler(handler: Handler) -> tuple[Handler, HandlerRecording]:
         group: list[AgentStreamEvent] = []
         if recording.groups is not None:
             recording.groups.append(group)
+            recording.steps.append(_step(ctx))
 
         async def tee() -> AsyncIterator[AgentStreamEvent]:
             async for event in events:
@@ -76,12 +80,46 @@ def recording_handler(handler: Handler) -> tuple[Handler, HandlerRecording]:
     return recording_one, recording
 
 
+def _step(ctx: RunContext[Any]) -> dict[str, Any]:
+    return {
+        "messages": len(ctx.messages),
+        "usage": _usage_adapter().dump_python(ctx.usage, mode="json"),
+        "run_step": getattr(ctx, "run_step", 0),
+    }
+
+
+@functools.lru_cache(maxsize=1)
+def _usage_adapter() -> TypeAdapter[RunUsage]:
+    return TypeAdapter(RunUsage)
+
+
 async def replay_events(
-    handler: Handler, groups: list[list[AgentStreamEvent]], *, deps: Any, model: Any, run: Any, prompt: Any
+    handler: Handler,
+    groups: list[list[AgentStreamEvent]],
+    steps: Any,
+    *,
+    deps: Any,
+    model: Any,
+    run: Any,
+    prompt: Any,
 ) -> None:
-    """Call `handler` once per recorded group, with a `RunContext` of the caller's own run."""
-    for group in groups:  # each step its own context, as live
+    """Call `handler` once per recorded group, with a `RunContext` of the caller's own run as it was at that step
+    (its messages so far, usage and step, as recorded); the final one if the steps were not recorded."""
+    messages = run.all_messages()
+    if not (isinstance(steps, list) and len(steps) == len(groups)):
+        steps = [None] * len(groups)
+    for group, step in zip(groups, steps, strict=True):  # each step its own context, as live
         ctx = run_context_for(deps=deps, model=model, run=run, prompt=prompt)
+        try:
+            if isinstance(step, dict):
+                ctx = dataclasses.replace(
+                    ctx,
+                    messages=messages[: int(step["messages"])],
+                    usage=_usage_adapter().validate_python(step["usage"]),
+                    **({"run_step": int(step["run_step"])} if "run_step" in _context_fields() else {}),
+                )
+        except (KeyError, TypeError, ValueError, ValidationError):  # an unreadable step: the final context
+            pass
 
         async def events(group: list[AgentStreamEvent] = group) -> AsyncIterator[AgentStreamEvent]:
             for event in group:

@@ -46,7 +46,9 @@ async def run_agent(call: RunCall, cache: Cache, namespace: str) -> CachedRun[An
         await account_failure(call, cache, namespace, attempts, time.perf_counter() - started)
         raise
     entry = make_entry(call, run, attempts, time.perf_counter() - started, before)
-    return entry if recording is None else dataclasses.replace(entry, events=recording.groups)
+    if recording is None:
+        return entry
+    return dataclasses.replace(entry, events=recording.groups, event_steps=recording.steps if recording.groups is not None else None)
 
 
 def kwargs_with_retries(call: RunCall, attempts: Attempts) -> dict[str, Any]:

@@ -163,8 +163,8 @@ async def cached_agent_run_stream(
                     except UserError:  # the run has no settled result (cancelled, or it stopped)
                         return
                     entry = make_entry(call, run, attempts, time.perf_counter() - started, before, _final_stream(attempts, run))
-                    if recording is not None:
-                        entry = dataclasses.replace(entry, events=recording.groups)
+                    if recording is not None and recording.groups is not None:
+                        entry = dataclasses.replace(entry, events=recording.groups, event_steps=recording.steps)
                     settled.append((entry, call.encoded(entry) if key is not None else None))
                     if key is not None and not _either_way(entry, call.output_type):
                         result.cache_key = _stream_only(key)  # `agent.run` might answer otherwise: kept apart
