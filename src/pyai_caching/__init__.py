@@ -1,7 +1,9 @@
 """pyai_caching: cache, price and replay PydanticAI agent runs.
 
-`cached_agent_run` / `cached_agent_run_sync` are drop-in replacements for `agent.run` /
-`agent.run_sync` that answer repeated runs from Redis (or an embedded local store).
+`cached_agent_run` / `cached_agent_run_sync` / `cached_agent_run_stream` are drop-in replacements for
+`agent.run` / `agent.run_sync` / `agent.run_stream` that answer repeated runs from Redis (or an embedded
+local store); `ResponseCache` caches each model request as a PydanticAI capability (tools still run);
+`@llm_cache` caches any function that calls an LLM.
 """
 
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
