@@ -661,3 +661,18 @@ async def test_a_handler_on_a_hit_sees_each_step_as_it_was() -> None:
         assert (await cached_agent_run(agent, "weather?", "steps", store=store, event_stream_handler=handler)).output
         seen.append(got)
     assert seen[0] == seen[1] and len({n for n, _, _ in seen[1]}) > 1  # not the final state every time
+
+
+async def test_before_a_hit_is_read_it_stands_where_a_live_stream_would() -> None:
+    counts, store = Counts(), MemoryStore()
+    agent = plain_agent(counts)
+    states = []
+    for _ in range(2):
+        async with cached_agent_run_stream(agent, "weather?", "unread", store=store) as result:
+            with pytest.raises(UserError):
+                result.result  # noqa: B018 - still streaming
+            states.append(([type(m).__name__ for m in result.all_messages()], [p.content for p in result.response.parts]))  # type: ignore[union-attr]
+            await result.get_output()
+            assert len(result.all_messages()) == 2 and result.result.output == "It is sunny."
+    assert result.cached and states[0] == states[1]
+    assert states[1][0] == ["ModelRequest"]

@@ -130,6 +130,13 @@ class Replay:
                 yield self._snapshot(manager)
         yield self.final
 
+    def handoff_snapshot(self) -> _messages.ModelResponse:
+        """The response as it stood when the live stream was handed to its caller (what `response` is, unread)."""
+        manager = ModelResponsePartsManager(model_request_parameters=ModelRequestParameters())
+        for event in self.events[: self.handoff]:
+            _apply(manager, event)
+        return self._snapshot(manager)
+
     def _snapshot(self, manager: ModelResponsePartsManager) -> _messages.ModelResponse:
         changes: dict[str, Any] = {"parts": manager.get_parts()}
         if any(f.name == "state" for f in dataclasses.fields(self.final)):

@@ -59,7 +59,8 @@ class CachedStreamedRunResult(Generic[OutputDataT]):
         self.cache_key = cache_key
         self.cached = run is not None
         self.saved_cost: float | None = run.saved_cost if run is not None else None
-        self._complete = False
+        # a run that ended on deferred tool calls had no final stream: live, it is settled at once
+        self._complete = run is not None and type(run.output).__name__ == "DeferredToolRequests"
         self._cancelled = False
         self._settled = False
 
@@ -207,6 +208,11 @@ class CachedStreamedRunResult(Generic[OutputDataT]):
             if self._live.is_complete or getattr(self._live, "_run_result", None) is not None:
                 self._settle()  # (a run that ended without streaming, on deferred tools, is taken here)
             return self._live.result
+        if not self._complete:
+            raise UserError(
+                "The run is still streaming, so it has no settled result yet. Await `stream_output()`, `stream_text()`, "
+                "`stream_response()` or `get_output()` first."
+            )
         return self._replayed()[0]
 
     @property
@@ -219,7 +225,11 @@ class CachedStreamedRunResult(Generic[OutputDataT]):
 
     @property
     def response(self) -> _messages.ModelResponse:
-        return self._own(self._live.response) if self._live is not None else self._replayed()[0].response
+        """The response so far (the final one once the stream was read)."""
+        if self._live is not None:
+            return self._own(self._live.response)
+        run, replay = self._replayed()
+        return run.response if self._complete else replay.handoff_snapshot()
 
     @property
     def run_id(self) -> str:
@@ -240,12 +250,23 @@ class CachedStreamedRunResult(Generic[OutputDataT]):
     def all_messages(self, *, output_tool_return_content: str | None = None) -> list[_messages.ModelMessage]:
         if self._live is not None:
             return self._own(self._live.all_messages(output_tool_return_content=output_tool_return_content))
-        return self._replayed()[0].all_messages(output_tool_return_content=output_tool_return_content)
+        return self._replayed_messages(output_tool_return_content, new=False)
 
     def new_messages(self, *, output_tool_return_content: str | None = None) -> list[_messages.ModelMessage]:
         if self._live is not None:
             return self._own(self._live.new_messages(output_tool_return_content=output_tool_return_content))
-        return self._replayed()[0].new_messages(output_tool_return_content=output_tool_return_content)
+        return self._replayed_messages(output_tool_return_content, new=True)
+
+    def _replayed_messages(self, output_tool_return_content: str | None, *, new: bool) -> list[_messages.ModelMessage]:
+        """As a live stream's: without the final response until the stream was read (it is added then)."""
+        if output_tool_return_content is not None:  # as `StreamedRunResult`
+            raise NotImplementedError("Setting output tool return content is not supported for this result type.")
+        run = self._replayed()[0]
+        messages = run.new_messages() if new else run.all_messages()
+        if self._complete:
+            return messages
+        last = max((i for i, m in enumerate(messages) if isinstance(m, _messages.ModelResponse)), default=None)
+        return messages if last is None else messages[:last]
 
     def all_messages_json(self, *, output_tool_return_content: str | None = None) -> bytes:
         return _messages.ModelMessagesTypeAdapter.dump_json(self.all_messages(output_tool_return_content=output_tool_return_content))
