@@ -91,3 +91,43 @@ async def test_structured_output_and_a_tool_loop_hit_faithfully(openai_server: F
     assert second.cached and looked_up == ["Paris"] and chat_requests(openai_server) == 2
     assert [type(m).__name__ for m in second.all_messages()] == [type(m).__name__ for m in first.all_messages()]
     assert second.usage.requests == first.usage.requests == 2
+
+
+async def test_a_streamed_run_over_sse_replays_its_chunks_without_a_request(openai_server: FakeOpenAIServer) -> None:
+    from pyai_caching import cached_agent_run_stream
+
+    openai_server.script(text_reply("The capital is Paris."))
+    store = MemoryStore()
+    agent = Agent(openai_model(openai_server, api_key=SECRET))
+    seen = []
+    for _ in range(2):
+        async with cached_agent_run_stream(agent, "Capital of France?", "geo-stream", store=store) as result:
+            seen.append([d async for d in result.stream_text(delta=True, debounce_by=None)])
+    assert result.cached and seen[0] == seen[1] and len(seen[0]) > 1 and "".join(seen[0]) == "The capital is Paris."
+    assert chat_requests(openai_server) == 1 and openai_server.requests[0].body["stream"] is True
+    assert result.model == "gpt-4o-mini-2024-07-18"
+    assert all(SECRET.encode() not in value for value, _ in store._entries.values())
+
+
+async def test_response_cache_over_http_runs_the_tools_and_sends_each_request_once(openai_server: FakeOpenAIServer) -> None:
+    from pyai_caching import ResponseCache
+
+    looked_up: list[str] = []
+    openai_server.script(
+        tool_call_reply("lookup", {"city": "Paris"}, call_id="call_1"),
+        output_reply({"name": "Paris", "population": 2_100_000}),
+    )
+    store = MemoryStore()
+    agent = Agent(openai_model(openai_server, api_key=SECRET), output_type=City, capabilities=[ResponseCache(task_name="rc", store=store)])
+
+    @agent.tool_plain
+    def lookup(city: str) -> str:
+        looked_up.append(city)
+        return f"{city}: 2.1 million people"
+
+    first = await agent.run("Tell me about Paris")
+    second = await agent.run("Tell me about Paris")
+    assert first.output == second.output == City(name="Paris", population=2_100_000)
+    assert looked_up == ["Paris", "Paris"] and chat_requests(openai_server) == 2
+    assert second.usage == first.usage
+    assert all(SECRET.encode() not in value for value, _ in store._entries.values())
