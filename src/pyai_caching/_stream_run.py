@@ -194,20 +194,23 @@ async def _store(
     errors: int,
     started: float,
 ) -> None:
-    """Store a stream read to its end, under the shared key if `agent.run` would answer alike (the stream-only entry
-    then goes, so a refresh is not shadowed by an older one), else under its own (and a shared entry the stream would
-    have been answered from goes: the new answer replaces it); then count it and report it."""
+    """Store a stream read to its end, under the shared key if `agent.run` would answer alike, else under its own;
+    then count it and report it. A refresh also removes what streams were answered from under the other key, so the
+    new answer is not shadowed by the old one (a plain miss found nothing there to remove)."""
     entry, data = settled
     write_key = key
     if key is not None and data is not None:
         own = _stream_only(key)
+        refresh = call.mode == "refresh"
         if _either_way(entry, call.output_type):
-            await cache.guarded.delete(own)
+            if refresh:
+                await cache.guarded.delete(own)
         else:
             write_key = own
-            shared, _ = await cache.guarded.get(key)
-            if shared is not None and _shared_fits(call, shared):
-                await cache.guarded.delete(key)
+            if refresh:
+                shared, _ = await cache.guarded.get(key)
+                if shared is not None and _shared_fits(call, shared):
+                    await cache.guarded.delete(key)
         stored = await cache.guarded.set(write_key, data, call.ttl)
         errors += not stored
     await account(call, cache, namespace, write_key, entry, hit=False, errors=errors, started=started, uncached=key is None)
