@@ -676,3 +676,28 @@ async def test_before_a_hit_is_read_it_stands_where_a_live_stream_would() -> Non
             assert len(result.all_messages()) == 2 and result.result.output == "It is sunny."
     assert result.cached and states[0] == states[1]
     assert states[1][0] == ["ModelRequest"]
+
+
+async def test_a_stream_miss_never_replaces_the_entry_of_a_run() -> None:
+    def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        if isinstance(messages[-1].parts[-1], ToolReturnPart):
+            return ModelResponse(parts=[TextPart("run answer after tool")])
+        return ModelResponse(parts=[ToolCallPart("look", {})])
+
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> Any:
+        yield "stream answer"
+
+    agent = Agent(FunctionModel(answer, stream_function=stream))
+
+    @agent.tool_plain
+    def look() -> str:
+        return "looked"
+
+    store = MemoryStore()
+    assert (await cached_agent_run(agent, "q", "kept", store=store)).output == "run answer after tool"
+    async with cached_agent_run_stream(agent, "q", "kept", store=store) as result:
+        assert await result.get_output() == "stream answer" and not result.cached
+    again = await cached_agent_run(agent, "q", "kept", store=store)
+    assert again.cached and again.output == "run answer after tool"
+    async with cached_agent_run_stream(agent, "q", "kept", store=store) as hit:
+        assert hit.cached and await hit.get_output() == "stream answer" and hit.cache_key == result.cache_key

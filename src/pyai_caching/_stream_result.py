@@ -160,9 +160,9 @@ class CachedStreamedRunResult(Generic[OutputDataT]):
         """Stop reading the stream. A live stream cancelled part-way is not stored."""
         if self._live is not None:
             await self._live.cancel()
-        else:
+            self._complete = True
+        else:  # as live: the run did not finish, so it has no settled result
             self._cancelled = True
-        self._complete = True
 
     def _settle(self) -> None:
         """The live stream was read to its end: let the front door take its entry before the caller continues."""
@@ -208,7 +208,7 @@ class CachedStreamedRunResult(Generic[OutputDataT]):
             if self._live.is_complete or getattr(self._live, "_run_result", None) is not None:
                 self._settle()  # (a run that ended without streaming, on deferred tools, is taken here)
             return self._live.result
-        if not self._complete:
+        if not self._complete or self._cancelled:
             raise UserError(
                 "The run is still streaming, so it has no settled result yet. Await `stream_output()`, `stream_text()`, "
                 "`stream_response()` or `get_output()` first."

@@ -166,8 +166,8 @@ async def cached_agent_run_stream(
                     if recording is not None and recording.groups is not None:
                         entry = dataclasses.replace(entry, events=recording.groups, event_steps=recording.steps)
                     settled.append((entry, call.encoded(entry) if key is not None else None))
-                    if key is not None and not _either_way(entry, call.output_type):
-                        result.cache_key = _stream_only(key)  # `agent.run` might answer otherwise: kept apart
+                    if key is not None and (write_key != key or not _either_way(entry, call.output_type)):
+                        result.cache_key = _stream_only(key)  # kept apart from the runs' entries
 
                 result = CachedStreamedRunResult(
                     live=live, output_type=call.output_type, cache_key=key, price=price, on_complete=settle
@@ -175,14 +175,14 @@ async def cached_agent_run_stream(
                 yield result
         except (Exception, asyncio.CancelledError):
             if settled:  # read to its end, then the caller's own code raised: the paid answer is still kept
-                await asyncio.shield(_store(call, cache, namespace, key, settled[0], errors, started))
+                await asyncio.shield(_store(call, cache, namespace, key, write_key, settled[0], errors, started))
             else:  # paid for, counted, never stored
                 await asyncio.shield(account_failure(call, cache, namespace, attempts, time.perf_counter() - started))
             raise
         if not settled:  # left part-way or cancelled: paid for, counted, never stored
             await account_failure(call, cache, namespace, attempts, time.perf_counter() - started)
             return
-        await _store(call, cache, namespace, key, settled[0], errors, started)
+        await _store(call, cache, namespace, key, write_key, settled[0], errors, started)
 
 
 async def _store(
@@ -190,19 +190,20 @@ async def _store(
     cache: Cache,
     namespace: str,
     key: str | None,
+    free_key: str | None,
     settled: tuple[CachedRun[Any], bytes | None],
     errors: int,
     started: float,
 ) -> None:
-    """Store a stream read to its end, under the shared key if `agent.run` would answer alike, else under its own;
-    then count it and report it. A refresh also removes what streams were answered from under the other key, so the
+    """Store a stream read to its end, under the shared key if `agent.run` would answer alike and the lookup found it
+    free (`free_key` is the key, else the stream's own), else under its own; then count it and report it. A refresh also removes what streams were answered from under the other key, so the
     new answer is not shadowed by the old one (a plain miss found nothing there to remove)."""
     entry, data = settled
     write_key = key
     if key is not None and data is not None:
         own = _stream_only(key)
         refresh = call.mode == "refresh"
-        if _either_way(entry, call.output_type):
+        if _either_way(entry, call.output_type) and (free_key == key or refresh):
             if refresh:
                 await cache.guarded.delete(own)
         else:
@@ -248,7 +249,8 @@ async def _lookup(
         found = await read(flights, cache, own, mode=call.mode, decode=call._decode)  # pyright: ignore[reportPrivateUsage]
     except Missing as missing:
         raise (replay_miss or missing) from None
-    return Outcome(found.value, hit=found.hit, errors=found.errors + shared.errors), own, key
+    # a miss goes under the shared key only if it is free: an entry there that streams do not fit is a run's own
+    return Outcome(found.value, hit=found.hit, errors=found.errors + shared.errors), own, own if shared.value else key
 
 
 def _stream_only(key: str) -> str:
