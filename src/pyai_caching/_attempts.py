@@ -168,7 +168,7 @@ def _is_retrying(model: Model) -> bool:
 
 def leaf_capabilities(agent: Any, run_capabilities: list[Any]) -> list[Any]:
     """The capabilities a run of `agent` uses (its own and the run's), unwrapped: combined ones and wrappers
-    (`WrapperCapability`) are opened up."""
+    (`WrapperCapability`) are opened up and left out, their members are in."""
     root = getattr(agent, "_effective_root_capability", None) if agent is not None else None
     stack = [*(([root()] if callable(root) else [])), *(c for c in run_capabilities if c is not None)]
     leaves: list[Any] = []
@@ -180,7 +180,8 @@ def leaf_capabilities(agent: Any, run_capabilities: list[Any]) -> list[Any]:
             inner.append(wrapped)
         if inner:
             stack.extend(inner)
-        leaves.append(capability)
+        else:
+            leaves.append(capability)
     return leaves
 
 
@@ -189,14 +190,8 @@ def processes_events(agent: Any, run_capabilities: list[Any]) -> bool:
     streams show is then not the model's events, which is all a stream's recording holds."""
     base = AbstractCapability.wrap_run_event_stream
     return any(
-        getattr(type(c), "wrap_run_event_stream", base) is not base and not _is_plain_combination(c)
-        for c in leaf_capabilities(agent, run_capabilities)
+        getattr(type(c), "wrap_run_event_stream", base) is not base for c in leaf_capabilities(agent, run_capabilities)
     )
-
-
-def _is_plain_combination(capability: Any) -> bool:
-    """A capability that only combines or wraps others (its hook passes the stream through theirs)."""
-    return bool(getattr(capability, "capabilities", None)) or isinstance(getattr(capability, "wrapped", None), AbstractCapability)
 
 
 def has_model_fallback(agent: Any, run_capabilities: list[Any]) -> bool:

@@ -15,6 +15,7 @@ from pydantic_ai import usage as _usage
 
 from ._accounting import account_failure, count_failure
 from ._attempts import Attempts, RequestRetries, has_model_fallback
+from ._caching_model import MARK
 from ._codec import CachedRun, StreamRecord
 from ._events import recording_handler
 from ._keys import effective_model_name
@@ -97,7 +98,7 @@ def make_entry(
 
 
 def _served_from_cache(response: _messages.ModelResponse) -> bool:
-    mark = (response.metadata or {}).get("pyai_caching")
+    mark = (response.metadata or {}).get(MARK)
     return isinstance(mark, dict) and mark.get("cached") is True
 
 

@@ -63,7 +63,9 @@ class Replay:
     async def _opened(self, manager: ModelResponsePartsManager) -> float:
         """Apply the events before the handoff (waiting, with `pace`, until it came); the clock of the stream."""
         clock = time.perf_counter()
-        async for event in self._paced(0, clock) if self.handoff else _nothing():
+        if not self.handoff:
+            return clock
+        async for event in self._paced(0, clock):
             _apply(manager, event)
             if isinstance(event, _messages.FinalResultEvent):
                 break
@@ -147,11 +149,6 @@ class Replay:
 def _apply(manager: ModelResponsePartsManager, event: _messages.ModelResponseStreamEvent) -> None:
     if isinstance(event, (_messages.PartStartEvent, _messages.PartDeltaEvent)):
         manager.apply_event(event)
-
-
-async def _nothing() -> AsyncIterator[Any]:
-    return
-    yield
 
 
 @asynccontextmanager

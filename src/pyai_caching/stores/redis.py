@@ -271,7 +271,7 @@ class RedisStore(Store):
             raise CacheError("the Redis store is closed")
         deadline = None
         retried = not idempotent
-        lagged = not idempotent
+        timed_out = not idempotent
         while True:
             try:
                 return await command()
@@ -293,8 +293,8 @@ class RedisStore(Store):
                 # A timeout is as often a busy event loop (a garbage collection, the CPU burst of a process starting
                 # with many calls at once) as a slow Redis: an idempotent command is sent once more before the store
                 # counts as down, so a stall costs a command two timeouts at most, and never switches the cache off.
-                if isinstance(exc, (TimeoutError, redis.exceptions.TimeoutError)) and not lagged:
-                    lagged = True
+                if isinstance(exc, (TimeoutError, redis.exceptions.TimeoutError)) and not timed_out:
+                    timed_out = True
                     continue
                 raise CacheError(f"Redis {what} failed: {exc!r}") from exc
 
