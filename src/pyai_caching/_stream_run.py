@@ -237,20 +237,24 @@ async def _lookup(
         Missing: in `replay` mode, when neither key has an entry for the stream.
     """
     own = _stream_only(key)
-    try:
-        shared = await read(flights, cache, key, mode=call.mode, decode=call._decode)  # pyright: ignore[reportPrivateUsage]
-    except Missing as missing:
-        shared, replay_miss = Outcome(None, hit=False, errors=0), missing
-    else:
-        replay_miss = None
-        if shared.value is not None and _either_way(shared.value, call.output_type):
-            return shared, key, key
-    try:
-        found = await read(flights, cache, own, mode=call.mode, decode=call._decode)  # pyright: ignore[reportPrivateUsage]
-    except Missing as missing:
-        raise (replay_miss or missing) from None
+    # both keys at once: a hit on either costs one round trip
+    shared, found = await asyncio.gather(
+        read(flights, cache, key, mode=call.mode, decode=call._decode),  # pyright: ignore[reportPrivateUsage]
+        read(flights, cache, own, mode=call.mode, decode=call._decode),  # pyright: ignore[reportPrivateUsage]
+        return_exceptions=True,
+    )
+    for outcome in (shared, found):
+        if isinstance(outcome, BaseException) and not isinstance(outcome, Missing):
+            raise outcome
+    if isinstance(shared, Outcome) and shared.value is not None and _either_way(shared.value, call.output_type):
+        return shared, key, key
+    if isinstance(found, Missing):
+        raise (shared if isinstance(shared, Missing) else found) from None
+    assert isinstance(found, Outcome)
+    taken = isinstance(shared, Outcome) and shared.value is not None
+    errors = found.errors + (shared.errors if isinstance(shared, Outcome) else 0)
     # a miss goes under the shared key only if it is free: an entry there that streams do not fit is a run's own
-    return Outcome(found.value, hit=found.hit, errors=found.errors + shared.errors), own, own if shared.value else key
+    return Outcome(found.value, hit=found.hit, errors=errors), own, own if taken else key
 
 
 def _stream_only(key: str) -> str:
