@@ -4,6 +4,7 @@ output is what the agent produced, once."""
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import datetime, timezone
 from typing import Any
 
@@ -15,6 +16,7 @@ from pydantic_ai.usage import RequestUsage
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from pyai_caching import MemoryStore, cached_agent_run
+from pyai_caching._identity import _uuid7
 from pyai_caching._keys import format_key, request_digest
 
 
@@ -138,6 +140,22 @@ async def test_a_hit_without_ids_gets_new_ones_and_continues_its_own_history() -
     hit = await cached_agent_run(agent, "next", "profile", store=store, message_history=mine)
     assert hit.cached and hit.conversation_id == "conv-2"
     assert hit.all_messages()[:2] == mine  # the caller's own history, not the first caller's
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX only")
+def test_run_ids_made_in_a_forked_worker_are_not_its_parents() -> None:
+    """Hits draw their ids from a pool of random bytes: a worker forked from a process that used it (gunicorn,
+    Celery prefork) must not hand out the same run and conversation ids as its parent."""
+    _uuid7()  # the pool now holds bytes the child would inherit
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, ",".join(_uuid7() for _ in range(4)).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = {i.split("-", 3)[3] for i in os.read(read, 4096).decode().split(",")}  # the random parts
+    parent = {_uuid7().split("-", 3)[3] for _ in range(4)}
+    assert len(child) == 4 and not child & parent
 
 
 # ----------------------------------------------------------------- the output, once

@@ -24,11 +24,31 @@ _NEW_CONVERSATION = "new"  # `conversation_id="new"`: a fresh conversation, as i
 
 def _uuid7() -> str:
     """A time-ordered UUIDv7 (RFC 9562), the kind of id PydanticAI gives runs and conversations."""
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
-    value = value & ~(0xF << 76) | 0x7 << 76  # version 7
-    value = value & ~(0x3 << 62) | 0x2 << 62  # variant 10
-    h = f"{value:032x}"
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(_random_bytes(10), "big")
+    h = (value & _UUID7_CLEAR | _UUID7_SET).to_bytes(16, "big").hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_UUID7_CLEAR = ~(0xF << 76 | 0x3 << 62)
+_UUID7_SET = 0x7 << 76 | 0x2 << 62  # version 7, variant 10
+_pool = bytearray()
+
+
+def _random_bytes(n: int) -> bytes:
+    """`os.urandom(n)`, drawn from a pool refilled 4 KB at a time (a system call per id costs more than the id)."""
+    global _pool  # noqa: PLW0603
+    if len(_pool) < n:
+        _pool = bytearray(os.urandom(4096))
+    taken = bytes(_pool[-n:])
+    del _pool[-n:]
+    return taken
+
+
+def _forget_pool() -> None:  # a forked child must not hand out the ids its parent does
+    _pool.clear()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 def rebind(

@@ -59,9 +59,7 @@ def annotate(
     *, status: str, key: str | None, created: float | None, cost: float | None, saved: float | None, errors: int
 ) -> None:
     """What the call came to, on the current span (ours) if one is recording."""
-    if not _tracing():
-        return
-    span = trace.get_current_span()
+    span = trace.get_current_span()  # (with no tracer provider: the invalid span, never recording)
     if not span.is_recording():
         return
     attributes: dict[str, Any] = {f"{_NAMESPACE}.cache.status": status, f"{_NAMESPACE}.store_errors": errors}
@@ -87,6 +85,8 @@ _instruments: dict[str, Any] = {}
 
 
 def _metering() -> bool:
+    if _instruments:  # made once a meter provider was installed, and a provider cannot be replaced
+        return True
     return type(metrics.get_meter_provider()).__name__ not in ("_ProxyMeterProvider", "NoOpMeterProvider")
 
 

@@ -80,7 +80,9 @@ def _merged_settings(agent: Agent[Any, Any], run_model: Any, run_settings: Any) 
     for layer in layers:
         if layer is None:
             continue
-        if callable(layer):
+        if type(layer) is dict:
+            merged.update(layer)
+        elif callable(layer):
             dynamic.append(layer)
         elif isinstance(layer, Mapping):
             merged.update(layer)

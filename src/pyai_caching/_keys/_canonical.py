@@ -17,6 +17,7 @@ import json
 import pathlib
 import types
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pydantic_core
@@ -87,56 +88,80 @@ def qualname(obj: Any) -> str:
     return f"{module}.{name}"
 
 
-def _to_data(obj: Any) -> Any:  # noqa: C901 - one flat dispatch
-    """`json.dumps` hook: the stable data form of one non-JSON object."""
-    cls: type = type(obj)
-    if _is_plain_dataclass(cls):  # the common case, decided once per type
+def _to_data(obj: Any) -> Any:
+    """`json.dumps` hook: the stable data form of one non-JSON object (by a handler chosen once per type)."""
+    cls = type(obj)
+    handler = _handlers.get(cls)
+    if handler is None:
+        if len(_handlers) >= 4096:  # classes made at run time (generic models): forget, do not grow without bound
+            _handlers.clear()
+        handler = _handlers[cls] = _handler_for(cls)
+    return handler(obj)
+
+
+_handlers: dict[type, Callable[[Any], Any]] = {}
+
+
+def _handler_for(cls: type) -> Callable[[Any], Any]:  # noqa: C901, PLR0911 - one flat dispatch
+    """How instances of `cls` become data (decided by their type alone, once)."""
+    if _is_plain_dataclass(cls):  # the common case
         names, type_name = _data_fields(cls)
-        # fields left at None are left out: smaller JSON, and a field added later as None keeps keys stable
-        data = {name: value for name in names if (value := getattr(obj, name, None)) is not None}
-        if type_name is not None:
-            data["__type__"] = type_name
-            extras = instance_extras(obj)
-            if extras:
-                data["__attrs__"] = extras
-        return data
-    if isinstance(obj, Model):
-        return model_data(obj)
-    if isinstance(obj, AbstractToolset):
-        return _toolset_data(obj)
-    if isinstance(obj, BaseModel):
+        if type_name is None:  # messages and parts: their fields, those left at None left out (a field added
+            # later as None keeps keys stable)
+            return lambda obj: {name: value for name in names if (value := getattr(obj, name, None)) is not None}
+        return functools.partial(_tagged_dataclass, names, type_name)
+    if issubclass(cls, Model):
+        return model_data
+    if issubclass(cls, AbstractToolset):
+        return _toolset_data
+    if issubclass(cls, BaseModel):
         # python mode, so sets stay sets (sorted below) instead of lists in hash-seed order
-        return {"__type__": qualname(type(obj)), "data": obj.model_dump(round_trip=True)}
-    if isinstance(obj, (bytes, bytearray, memoryview)):
-        return {"__sha256__": hashlib.sha256(obj).hexdigest()}
-    if isinstance(obj, enum.Enum):
-        return obj.value
-    if isinstance(obj, (datetime.datetime, datetime.date, datetime.time)):
-        return obj.isoformat()
-    if isinstance(obj, datetime.timedelta):
-        return {"__timedelta__": obj.total_seconds()}
-    if isinstance(obj, (uuid.UUID, decimal.Decimal, pathlib.PurePath)):
-        return {"__" + type(obj).__name__.lower() + "__": str(obj)}
-    if isinstance(obj, (tuple, set, frozenset)):
-        items = list(obj)
-        return items if isinstance(obj, tuple) else sorted(items, key=canonical_json)
-    if isinstance(obj, functools.partial):
-        return {"__partial__": obj.func, "args": obj.args, "kwargs": obj.keywords}
-    if isinstance(obj, types.FunctionType):
-        return function_data(obj)
-    if isinstance(obj, types.MethodType):
-        return {"__method__": obj.__func__, "self": self_data(obj.__self__)}
-    if isinstance(obj, (type, types.BuiltinFunctionType)):
-        return {"__callable__": qualname(obj)}
-    if isinstance(obj, TemplateStr):
-        return {"__template__": obj._source}  # pyright: ignore[reportPrivateUsage]
+        return lambda obj: {"__type__": qualname(type(obj)), "data": obj.model_dump(round_trip=True)}
+    if issubclass(cls, (bytes, bytearray, memoryview)):
+        return lambda obj: {"__sha256__": hashlib.sha256(obj).hexdigest()}
+    if issubclass(cls, enum.Enum):
+        return lambda obj: obj.value
+    if issubclass(cls, (datetime.datetime, datetime.date, datetime.time)):
+        return lambda obj: obj.isoformat()
+    if issubclass(cls, datetime.timedelta):
+        return lambda obj: {"__timedelta__": obj.total_seconds()}
+    if issubclass(cls, (uuid.UUID, decimal.Decimal, pathlib.PurePath)):
+        return lambda obj: {"__" + type(obj).__name__.lower() + "__": str(obj)}
+    if issubclass(cls, tuple):
+        return list
+    if issubclass(cls, (set, frozenset)):
+        return lambda obj: sorted(obj, key=canonical_json)
+    if issubclass(cls, functools.partial):
+        return lambda obj: {"__partial__": obj.func, "args": obj.args, "kwargs": obj.keywords}
+    if issubclass(cls, types.FunctionType):
+        return function_data
+    if issubclass(cls, types.MethodType):
+        return lambda obj: {"__method__": obj.__func__, "self": self_data(obj.__self__)}
+    if issubclass(cls, (type, types.BuiltinFunctionType)):
+        return lambda obj: {"__callable__": qualname(obj)}
+    if issubclass(cls, TemplateStr):
+        return lambda obj: {"__template__": obj._source}  # pyright: ignore[reportPrivateUsage]
+    return _other_data
+
+
+def _tagged_dataclass(names: tuple[str, ...], type_name: str, obj: Any) -> dict[str, Any]:
+    """Another dataclass (a capability, a profile): its fields, its type, and attributes set beyond them."""
+    data = {name: value for name in names if (value := getattr(obj, name, None)) is not None}
+    data["__type__"] = type_name
+    extras = instance_extras(obj)
+    if extras:
+        data["__attrs__"] = extras
+    return data
+
+
+def _other_data(obj: Any) -> Any:
     try:  # what pydantic knows how to serialize (URLs, IP addresses, ...), as pydantic serializes it
-        return {"__" + qualname(cls) + "__": pydantic_core.to_jsonable_python(obj)}
+        return {"__" + qualname(type(obj)) + "__": pydantic_core.to_jsonable_python(obj)}
     except pydantic_core.PydanticSerializationError:
         pass
     if in_model.get():  # a model's own helper object (a callable test double): keyed by its class and code
-        call = getattr(cls, "__call__", None)
-        return {"__object__": qualname(cls), "call": call if isinstance(call, types.FunctionType) else None}
+        call = getattr(type(obj), "__call__", None)
+        return {"__object__": qualname(type(obj)), "call": call if isinstance(call, types.FunctionType) else None}
     raise UnkeyableError(
         f"cannot derive a cache key from a {type(obj).__qualname__!s} object; "
         "pass key material you choose with key_extra= instead"
@@ -183,9 +208,10 @@ def instance_extras(obj: Any) -> dict[str, Any] | None:
     if not attrs:
         return None
     cls = type(obj)
-    names = attrs.keys() - _all_fields(cls)
-    if not names:  # the common case: only its fields
+    fields = _all_fields(cls)
+    if attrs.keys() <= fields:  # the common case: only its fields
         return None
+    names = attrs.keys() - fields
     extras = {
         k: attrs[k]
         for k in names

@@ -36,11 +36,8 @@ def model_data(model: Model) -> dict[str, Any]:
     """
     while isinstance(model, InstrumentedModel):
         model = model.wrapped
-    data: dict[str, Any] = {
-        "__model__": qualname(type(model)),
-        "id": model.model_id,
-        "settings": key_settings(model.settings),
-    }
+    name, has_client, fields = _model_class(type(model))
+    data: dict[str, Any] = {"__model__": name, "id": model.model_id, "settings": key_settings(model.settings)}
     try:
         base_url = model.base_url
     except Exception:  # noqa: BLE001 - a provider that cannot say: the model id and class must do
@@ -50,13 +47,12 @@ def model_data(model: Model) -> dict[str, Any]:
     profile = getattr(model, "_profile", None)
     if profile is not None:
         data["profile"] = profile
-    client_config = _client_config(model)
+    client_config = _client_config(model) if has_client else None
     if client_config:
         data["client"] = client_config
-    if dataclasses.is_dataclass(model):
-        fields = _model_fields(type(model))
-        extras = sorted(instance_extras(model) or ())  # attributes a subclass sets in `__init__`
-        for f in (*fields, *extras):
+    if fields is not None:
+        extras = instance_extras(model)  # attributes a subclass sets in `__init__`
+        for f in (*fields, *sorted(extras)) if extras else fields:
             value = getattr(model, f, None)
             if value is None or type(value) in (str, int, float, bool):
                 data[f] = value
@@ -71,11 +67,19 @@ def model_data(model: Model) -> dict[str, Any]:
     return data
 
 
+@functools.lru_cache(maxsize=None)
+def _model_class(cls: type) -> tuple[str, bool, tuple[str, ...] | None]:
+    """A model class's name, whether it has an SDK client, and (a dataclass) the public fields it is built from
+    (not state such as `TestModel.last_model_request_parameters`)."""
+    fields = None
+    if dataclasses.is_dataclass(cls):
+        fields = tuple(f.name for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_"))
+    return qualname(cls), hasattr(cls, "client"), fields
+
+
 def _client_config(model: Model) -> dict[str, Any] | None:
     """Headers and query parameters set on the provider's SDK client (`OpenAI-Beta`, Azure's `api-version`): they
     change what the endpoint does. Authentication headers are left out; nothing else of the client is read."""
-    if not _has_client(type(model)):
-        return None
     try:
         client = model.client  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001 - a model without a built client
@@ -92,24 +96,13 @@ def _client_config(model: Model) -> dict[str, Any] | None:
     return config or None
 
 
-@functools.lru_cache(maxsize=None)
-def _has_client(cls: type) -> bool:
-    return hasattr(cls, "client")
-
-
-@functools.lru_cache(maxsize=None)
-def _model_fields(cls: type) -> tuple[str, ...]:
-    """Public fields a model class is built from (not state such as `TestModel.last_model_request_parameters`)."""
-    return tuple(f.name for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_"))
-
-
 def key_settings(settings: Any) -> Any:
     """Model settings as key material: transport-only settings and secret headers left out."""
-    if not isinstance(settings, Mapping):
+    if settings is None or (type(settings) is not dict and not isinstance(settings, Mapping)):
         return settings
     keyed = {k: v for k, v in settings.items() if k not in _SETTINGS_NOT_IN_KEY}
     headers = keyed.get("extra_headers")
-    if isinstance(headers, Mapping):
+    if headers is not None and isinstance(headers, Mapping):
         kept = {str(k).lower(): v for k, v in headers.items() if not _is_secret_header(str(k))}
         if kept:
             keyed["extra_headers"] = kept
