@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ._failopen import FailOpen
 
@@ -98,20 +98,41 @@ async def holding(guarded: FailOpen, key: str, token: str | None, ttl: float) ->
     if token is None:
         yield held
         return
-
-    async def renew() -> None:
-        while True:
-            await asyncio.sleep(ttl / 3)
-            if not await guarded.renew_claim(key, token, ttl):
-                logger.warning("lost the claim on %s while making it: another process may make it too", key)
-                return
-
-    renewing = asyncio.get_running_loop().create_task(renew())
+    renewal = _Renewal(guarded, key, token, ttl)
     try:
         yield held
     finally:
-        renewing.cancel()
-        with contextlib.suppress(BaseException):
-            await renewing
+        await renewal.stop()
         if not held.released:
             await asyncio.shield(guarded.release_claim(key, token))
+
+
+@dataclass(eq=False)
+class _Renewal:
+    """Renews a held claim every third of its TTL. A timer until the first renewal is due (most entries are made
+    sooner, and a timer costs far less than a task), then a task."""
+
+    guarded: FailOpen
+    key: str
+    token: str
+    ttl: float
+    task: asyncio.Task[None] | None = None
+    timer: asyncio.TimerHandle = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.timer = asyncio.get_running_loop().call_later(self.ttl / 3, self._due)
+
+    def _due(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._renew())
+
+    async def _renew(self) -> None:
+        while await self.guarded.renew_claim(self.key, self.token, self.ttl):
+            await asyncio.sleep(self.ttl / 3)
+        logger.warning("lost the claim on %s while making it: another process may make it too", self.key)
+
+    async def stop(self) -> None:
+        self.timer.cancel()
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(BaseException):
+                await self.task
