@@ -146,6 +146,8 @@ class RunCall:
 
     async def execute(self, state: LoopState, cache: Cache, namespace: str) -> CachedAgentRunResult[Any]:
         """Run the call: from the cache or the model, as its mode says; in an OpenTelemetry span when tracing."""
+        if not telemetry.tracing():  # (the common case, without entering a span's context manager)
+            return await self._execute(state, cache, namespace)
         with telemetry.run_span(self.task_name, self.mode, cache.guarded.store):
             return await self._execute(state, cache, namespace)
 
@@ -274,6 +276,8 @@ class RunCall:
         """The entry's bytes, or None when it must not be stored: its output does not read back as it was produced."""
         try:
             data: bytes | None = encode(entry, self.output_type, manifest=self.manifest())
+            if self.output_type is str:  # a string reads back as itself: no validator of its own could change it
+                return data
             if decode(data, self.output_type, context=self.validation_context()).run.output != entry.run.output:
                 data = None
                 warn_once(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import random
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -24,31 +25,16 @@ _NEW_CONVERSATION = "new"  # `conversation_id="new"`: a fresh conversation, as i
 
 def _uuid7() -> str:
     """A time-ordered UUIDv7 (RFC 9562), the kind of id PydanticAI gives runs and conversations."""
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(_random_bytes(10), "big")
-    h = (value & _UUID7_CLEAR | _UUID7_SET).to_bytes(16, "big").hex()
+    h = "%032x" % ((time.time_ns() // 1_000_000) << 80 | _random.getrandbits(80) & _UUID7_CLEAR | _UUID7_SET)
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 _UUID7_CLEAR = ~(0xF << 76 | 0x3 << 62)
 _UUID7_SET = 0x7 << 76 | 0x2 << 62  # version 7, variant 10
-_pool = bytearray()
-
-
-def _random_bytes(n: int) -> bytes:
-    """`os.urandom(n)`, drawn from a pool refilled 4 KB at a time (a system call per id costs more than the id)."""
-    global _pool  # noqa: PLW0603
-    if len(_pool) < n:
-        _pool = bytearray(os.urandom(4096))
-    taken = bytes(_pool[-n:])
-    del _pool[-n:]
-    return taken
-
-
-def _forget_pool() -> None:  # a forked child must not hand out the ids its parent does
-    _pool.clear()
-
-
-os.register_at_fork(after_in_child=_forget_pool)
+_random = random.Random(os.urandom(32))
+"""Ids need to be unique, not secret: a generator seeded from the OS (a system call per id costs more than the
+id), seeded again in a forked worker so that it never hands out its parent's ids."""
+os.register_at_fork(after_in_child=lambda: _random.seed(os.urandom(32)))
 
 
 def rebind(

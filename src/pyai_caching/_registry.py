@@ -107,13 +107,34 @@ _states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopState] = weakr
 async def loop_state() -> LoopState:
     """The state of the running loop, created (with its shutdown hook) on first use."""
     loop = asyncio.get_running_loop()
+    last = _last
+    if last is not None and last[0]() is loop:  # the common case: the loop of the previous call
+        return last[1]
     state = _states.get(loop)
-    if state is None:
+    if state is not None:
+        _remember(loop, state)
+    else:
         state = _states[loop] = LoopState()
         state.closer = _close_on_shutdown(state)
         await state.closer.__anext__()  # parked: the loop's asyncgen hooks now know it
         _adopt_stranded(state)
+        _remember(loop, state)
     return state
+
+
+_last: tuple[weakref.ref[asyncio.AbstractEventLoop], LoopState] | None = None
+
+
+def _remember(loop: asyncio.AbstractEventLoop, state: LoopState) -> None:
+    global _last  # noqa: PLW0603
+    _last = (weakref.ref(loop), state)
+
+
+def _forget(state: LoopState | None) -> None:
+    """A loop's state is gone (the loop shut down): the next call on that loop, if any, makes a new one."""
+    global _last  # noqa: PLW0603
+    if _last is not None and _last[1] is state:
+        _last = None
 
 
 def _adopt_stranded(state: LoopState, *, at_exit: bool = False) -> None:
@@ -127,7 +148,7 @@ def _adopt_stranded(state: LoopState, *, at_exit: bool = False) -> None:
         for cache in list(other.borrowed):
             cache.stats.move_to(state.cache_for(None, cache.guarded.store).stats)
         if loop.is_closed():
-            _states.pop(loop, None)
+            _forget(_states.pop(loop, None))
 
 
 def _has_stranded_counters() -> bool:
@@ -158,6 +179,7 @@ async def _close_on_shutdown(state: LoopState) -> AsyncGenerator[None, None]:
     finally:
         await state.aclose()
         _states.pop(asyncio.get_running_loop(), None)  # the generator holds its loop: let both go
+        _forget(state)
         state.closer = None
 
 

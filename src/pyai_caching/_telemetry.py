@@ -15,7 +15,7 @@ from typing import Any
 
 from opentelemetry import metrics, trace
 
-__all__ = ("annotate", "count", "run_span")
+__all__ = ("annotate", "count", "run_span", "tracing")
 
 _TRACER = trace.get_tracer("pyai_caching")
 _NAMESPACE = "pyai_caching"
@@ -23,7 +23,8 @@ _NAMESPACE = "pyai_caching"
 STATUSES = ("hit", "miss", "bypass", "replay_miss", "error")
 
 
-def _tracing() -> bool:
+def tracing() -> bool:
+    """Whether a tracer provider is installed (`run_span` makes spans only then)."""
     return not isinstance(trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
 
@@ -31,7 +32,7 @@ def _tracing() -> bool:
 def run_span(task_name: str, mode: str, store: Any) -> Iterator[None]:
     """The span of one cached call (nothing when tracing is off). A call that raises is marked `error` (a
     `CacheMissError` in replay: `replay_miss`) with the exception recorded."""
-    if not _tracing():
+    if not tracing():
         yield
         return
     with _TRACER.start_as_current_span(
