@@ -26,6 +26,7 @@ __all__ = (
     "resolve_namespace",
     "resolve_store_spec",
     "check_task_name",
+    "env",
 )
 
 ENV_REDIS_URL = "LLM_CACHE_REDIS_URL"
@@ -55,6 +56,26 @@ _HOW_TO_CONFIGURE = (
 )
 
 
+def env(name: str) -> str | None:
+    """`os.environ.get(name)`, without the `KeyError` that reading an unset name raises inside `os.environ` (most
+    of the microsecond each of the settings read on every call would cost)."""
+    data, encode, decode = _ENVIRON
+    if data is None:
+        return os.environ.get(name)
+    value = data.get(encode(name))
+    return None if value is None else decode(value)
+
+
+def _environ_access() -> tuple[Any, Any, Any]:
+    try:  # CPython's `os._Environ`: the OS mapping it reads and writes through, and its key and value codecs
+        return os.environ._data, os.environ.encodekey, os.environ.decodevalue  # type: ignore[attr-defined]
+    except AttributeError:  # pragma: no cover - another implementation
+        return None, None, None
+
+
+_ENVIRON = _environ_access()
+
+
 @dataclass(frozen=True)
 class StoreSpec:
     """Which configured store to open: a Redis URL or a local directory."""
@@ -71,7 +92,7 @@ def resolve_store_spec(redis_url: str | None) -> StoreSpec:
     """
     from .stores.redis import REDIS_SCHEMES  # noqa: PLC0415 - keep config free of backend imports at load
 
-    url = redis_url if redis_url is not None else os.environ.get(ENV_REDIS_URL) or None
+    url = redis_url if redis_url is not None else env(ENV_REDIS_URL) or None
     if url is not None:
         if not isinstance(url, str) or not url.startswith(REDIS_SCHEMES):
             source = "redis_url" if redis_url is not None else ENV_REDIS_URL
@@ -81,7 +102,7 @@ def resolve_store_spec(redis_url: str | None) -> StoreSpec:
                 f"To configure the cache, {_HOW_TO_CONFIGURE}"
             )
         return StoreSpec("redis", url)
-    directory = os.environ.get(ENV_DIR)
+    directory = env(ENV_DIR)
     if directory:
         return StoreSpec("local", directory)
     raise ConfigurationError(f"no cache store configured: {_HOW_TO_CONFIGURE}")
@@ -95,7 +116,7 @@ def resolve_ttl(ttl: float | timedelta | None) -> float | None:
         ConfigurationError: `LLM_CACHE_TTL` is not a non-negative number of seconds.
     """
     if ttl is None:
-        raw = os.environ.get(ENV_TTL)
+        raw = env(ENV_TTL)
         if not raw:
             return DEFAULT_TTL
         try:
@@ -123,7 +144,7 @@ def resolve_mode(mode: str | None) -> CacheMode:
         ConfigurationError: the mode is not one of `read_write`, `replay`, `refresh`, `off`.
     """
     if mode is None:
-        raw = os.environ.get(ENV_MODE)
+        raw = env(ENV_MODE)
         if not raw:
             return "read_write"
         if raw.strip().lower() not in _MODES:
@@ -140,7 +161,7 @@ def resolve_namespace(namespace: str | None) -> str:
     Raises:
         ValueError: the namespace is empty or contains whitespace or `:`.
     """
-    value = namespace if namespace is not None else os.environ.get(ENV_NAMESPACE) or DEFAULT_NAMESPACE
+    value = namespace if namespace is not None else env(ENV_NAMESPACE) or DEFAULT_NAMESPACE
     if not isinstance(value, str) or not _valid_namespace(value):
         raise ValueError(f"namespace must be a non-empty string without ':' or whitespace, got {value!r}")
     return value
