@@ -126,13 +126,13 @@ _last: tuple[weakref.ref[asyncio.AbstractEventLoop], LoopState] | None = None
 
 
 def _remember(loop: asyncio.AbstractEventLoop, state: LoopState) -> None:
-    global _last  # noqa: PLW0603
+    global _last
     _last = (weakref.ref(loop), state)
 
 
 def _forget(state: LoopState | None) -> None:
     """A loop's state is gone (the loop shut down): the next call on that loop, if any, makes a new one."""
-    global _last  # noqa: PLW0603
+    global _last
     if _last is not None and _last[1] is state:
         _last = None
 

@@ -102,7 +102,7 @@ def _to_data(obj: Any) -> Any:
 _handlers: dict[type, Callable[[Any], Any]] = {}
 
 
-def _handler_for(cls: type) -> Callable[[Any], Any]:  # noqa: C901, PLR0911 - one flat dispatch
+def _handler_for(cls: type) -> Callable[[Any], Any]:  # noqa: C901 - one flat dispatch
     """How instances of `cls` become data (decided by their type alone, once)."""
     if _is_plain_dataclass(cls):  # the common case
         names, type_name = _data_fields(cls)
