@@ -150,44 +150,26 @@ class RedisStore(Store):
         return token if acquired else None
 
     async def claim_and_read(self, key: str, ttl: float) -> tuple[str | None, bytes | None]:
-        """`SET NX` on the lock and `GET` of the entry, pipelined: one round trip (on a Cluster, one after the other)."""
+        """`SET NX` on the lock and `GET` of the entry in one script: one round trip (on a Cluster, one after the
+        other, as lock and entry live on different nodes)."""
         if not self.claims:
             raise NotImplementedError("claims are switched off for this store")
+        if isinstance(self.client, RedisCluster):
+            return await super().claim_and_read(key, ttl)
         token = secrets.token_hex(16)
         ms = max(1, int(ttl * 1000))
-
-        if isinstance(self.client, RedisCluster):  # lock and entry live on different nodes: in order, not in parallel
-            return await super().claim_and_read(key, ttl)
-
-        async def both() -> tuple[str | None, bytes | None]:
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.set(_lock_name(key), token, nx=True, px=ms)
-                pipe.get(key)
-                acquired, data = await pipe.execute(raise_on_error=False)
-            if isinstance(acquired, Exception):
-                raise acquired
-            if isinstance(data, Exception):  # WRONGTYPE: not our entry, an unreadable one
-                data = b""
-            return (token if acquired else None), data
-
-        return await self._call("SET NX + GET", both, idempotent=False)
+        acquired, data = await self._call(
+            "EVAL claim", lambda: self.client.eval(_CLAIM_AND_READ, 2, _lock_name(key), key, token, ms), idempotent=False
+        )
+        return (token if acquired else None), data
 
     async def set_and_release(self, key: str, value: bytes, ttl: float | None, token: str) -> None:
-        """The entry's `SET` and the claim's release script, pipelined: one round trip (on a Cluster, one after the
-        other: a waiter woken by the release must find the entry)."""
+        """The entry's `SET` and the claim's release in one script: one round trip, and a waiter woken by the
+        release finds the entry (on a Cluster: one after the other)."""
         if isinstance(self.client, RedisCluster):
             return await super().set_and_release(key, value, ttl, token)
-        px = None if ttl is None else max(1, int(ttl * 1000))
-
-        async def both() -> None:
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.set(key, value, px=px)
-                pipe.eval(_RELEASE, 1, _lock_name(key), token)
-                written, _ = await pipe.execute(raise_on_error=False)
-            if isinstance(written, Exception):
-                raise written
-
-        await self._call("SET + EVAL", both)
+        px = "" if ttl is None else max(1, int(ttl * 1000))
+        await self._call("EVAL set", lambda: self.client.eval(_SET_AND_RELEASE, 2, key, _lock_name(key), value, px, token))
 
     async def renew_claim(self, key: str, token: str, ttl: float) -> bool:
         ms = max(1, int(ttl * 1000))
@@ -299,6 +281,19 @@ class RedisStore(Store):
                 raise CacheError(f"Redis {what} failed: {exc!r}") from exc
 
 
+# Scripts rather than pipelines: one command is cheaper to send and read than a pipeline of two (redis-py builds a
+# pipeline object per use), and atomic.
+_CLAIM_AND_READ = (
+    "local acquired = redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) "
+    "local entry = redis.pcall('get', KEYS[2]) "
+    "if type(entry) == 'table' and entry.err then entry = '' end "  # WRONGTYPE: not our entry, an unreadable one
+    "return {acquired and 1 or 0, entry}"
+)
+_SET_AND_RELEASE = (
+    "if ARGV[2] == '' then redis.call('set', KEYS[1], ARGV[1]) else redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) end "
+    "if redis.call('get', KEYS[2]) == ARGV[3] then redis.call('del', KEYS[2]) redis.call('publish', KEYS[2], 'released') end "
+    "return 1"
+)
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
 _RELEASE = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) "
