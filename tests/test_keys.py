@@ -8,6 +8,8 @@ contract breaks: something that changes the answer not being keyed, or something
 
 from __future__ import annotations
 
+import decimal
+import enum
 import hashlib
 import json
 import os
@@ -17,6 +19,8 @@ import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+import pathlib
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +41,7 @@ from pydantic_ai.messages import (
 from pydantic_ai.models.test import TestModel
 from pydantic_ai.usage import UsageLimits
 
+from pyai_caching._keys._agent import _tagged
 from pyai_caching._keys import (
     KEY_VERSION,
     UnkeyableError,
@@ -750,3 +755,46 @@ def test_an_instrumented_model_is_keyed_as_the_model_it_wraps() -> None:
     assert request_digest(Agent(plain), "q", [], {}) != request_digest(
         Agent(InstrumentedModel(TestModel(custom_output_text="y"))), "q", [], {}
     )
+
+
+# ----------------------------------------------------------------- the encoding itself
+
+
+class _Color(enum.Enum):
+    RED = "red"
+
+
+@dataclass
+class _Point:
+    x: int
+    y: list[int]
+    z: str | None = None
+
+
+class _Tags(BaseModel):
+    names: set[str]
+    weights: dict[str, float]
+
+
+def test_the_canonical_encoding_of_data_is_pinned() -> None:
+    """Keys are recorded in fixture files and stores: the bytes key material encodes to must not change without a
+    key-version bump (a faster encoder that changed one byte would make every recording miss)."""
+    value = {
+        "text": 'naïve ☃ \u2028 \x01 "q"', "n": 3, "f": 1.5e16, "small": 1e-07, "nan": float("nan"),
+        "inf": float("inf"), "none": None, "flag": True, "list": [3, 1, 2], "tuple": (1, "a"), "set": {"b", "a", "c"},
+        "frozen": frozenset({2, 1}), "dt": datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+        "date": datetime(2024, 1, 2).date(), "td": timedelta(seconds=90), "dec": decimal.Decimal("1.10"),
+        "uuid": uuid.UUID(int=42), "path": pathlib.PurePosixPath("/tmp/x"), "enum": _Color.RED, "point": _Point(1, [2, 3]),
+        "model": _Tags(names={"y", "x"}, weights={"b": 2.0, "a": 1.0}), "bytes": b"\x00\x01", 1: "int key",
+    }
+    expected = (
+        '{"__mapping__":[["bytes",{"__sha256__":"b413f47d13ee2fe6c845b2ee141af81de858df4ec549a58b7970bb96645bc8d2"}],'
+        '["date","2024-01-02"],["dec",{"__decimal__":"1.10"}],["dt","2024-01-02T03:04:05+00:00"],["enum","red"],'
+        '["f",1.5e+16],["flag",true],["frozen",{"__set__":[1,2]}],["inf",Infinity],["list",[3,1,2]],'
+        '["model",{"__type__":"MODULE._Tags","data":{"names":["x","y"],"weights":{"a":1.0,"b":2.0}}}],["n",3],'
+        '["nan",NaN],["none",null],["path",{"__pureposixpath__":"/tmp/x"}],'
+        '["point",{"__type__":"MODULE._Point","x":1,"y":[2,3]}],["set",{"__set__":["a","b","c"]}],["small",1e-07],'
+        '["td",{"__timedelta__":90.0}],["text","naïve ☃ \u2028 \\u0001 \\"q\\""],["tuple",{"__tuple__":[1,"a"]}],'
+        '["uuid",{"__uuid__":"00000000-0000-0000-0000-00000000002a"}],[1,"int key"]]}'
+    ).replace("MODULE", __name__)
+    assert canonical_json(_tagged(value)).decode() == expected
