@@ -122,6 +122,27 @@ async def test_the_environment_sets_the_mode_and_the_call_wins(calls: Calls, mon
     assert not (await cached_agent_run(agent, "q", "t", store=store)).cached
 
 
+async def test_the_environment_is_read_on_every_call_however_it_is_changed(calls: Calls) -> None:
+    """Settings come from `os.environ` as it is at each call: set, removed, patched, or replaced outright."""
+    import os
+    from unittest import mock
+
+    store, agent = MemoryStore(), calls.agent()
+    await cached_agent_run(agent, "q", "t", store=store)
+    with mock.patch.dict(os.environ, {"LLM_CACHE_MODE": "refresh"}):
+        assert not (await cached_agent_run(agent, "q", "t", store=store)).cached
+    assert (await cached_agent_run(agent, "q", "t", store=store)).cached  # unset again
+    with mock.patch("os.environ", {**os.environ, "LLM_CACHE_MODE": "off"}):  # a plain dict in its place
+        assert not (await cached_agent_run(agent, "q", "t", store=store)).cached
+    os.environ["LLM_CACHE_MODE"] = "replay"
+    try:
+        with pytest.raises(CacheMissError):
+            await cached_agent_run(agent, "new", "t", store=store)
+    finally:
+        del os.environ["LLM_CACHE_MODE"]
+    assert calls.count == 3
+
+
 def test_sync_calls_take_the_mode_too(calls: Calls) -> None:
     store, agent = MemoryStore(), calls.agent()
     with pytest.raises(CacheMissError):

@@ -59,18 +59,19 @@ _HOW_TO_CONFIGURE = (
 def env(name: str) -> str | None:
     """`os.environ.get(name)`, without the `KeyError` that reading an unset name raises inside `os.environ` (most
     of the microsecond each of the settings read on every call would cost)."""
-    data, encode, decode = _ENVIRON
-    if data is None:
+    environ, data, encode, decode = _ENVIRON
+    if data is None or os.environ is not environ:  # another implementation, or `os.environ` replaced (a test's mock)
         return os.environ.get(name)
     value = data.get(encode(name))
     return None if value is None else decode(value)
 
 
-def _environ_access() -> tuple[Any, Any, Any]:
+def _environ_access() -> tuple[Any, Any, Any, Any]:
+    environ = os.environ
     try:  # CPython's `os._Environ`: the OS mapping it reads and writes through, and its key and value codecs
-        return os.environ._data, os.environ.encodekey, os.environ.decodevalue  # type: ignore[attr-defined]
+        return environ, environ._data, environ.encodekey, environ.decodevalue  # type: ignore[attr-defined]
     except AttributeError:  # pragma: no cover - another implementation
-        return None, None, None
+        return environ, None, None, None
 
 
 _ENVIRON = _environ_access()
