@@ -4,6 +4,7 @@ output is what the agent produced, once."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from datetime import datetime, timezone
 from typing import Any
@@ -181,6 +182,30 @@ async def test_an_output_that_does_not_read_back_is_answered_not_cached(caplog: 
     assert first.output.name == second.output.name == "Alex!"  # never "Alex!!"
     assert calls == [1, 1] and not second.cached
     assert "does not read back" in caplog.text
+
+
+async def test_a_str_output_turned_into_something_else_by_a_validator_is_answered_not_cached() -> None:
+    """`output_type=str` with an output validator returning a dict (PydanticAI hands its value on): the entry
+    would never read back as a `str`, so it is not stored; concurrent callers still share the one answer."""
+    calls: list[int] = []
+
+    def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        calls.append(1)
+        return ModelResponse(parts=[TextPart('{"score": 7}')])
+
+    agent = Agent(FunctionModel(respond, model_name="m"))
+
+    @agent.output_validator
+    def parse(text: str) -> Any:
+        return json.loads(text)
+
+    store = MemoryStore()
+    first = await cached_agent_run(agent, "q", "t", store=store)
+    second = await cached_agent_run(agent, "q", "t", store=store)
+    assert first.output == second.output == {"score": 7} and not second.cached and len(calls) == 2
+    assert await store.keys("") == []
+    together = await asyncio.gather(*(cached_agent_run(agent, "q2", "t", store=store) for _ in range(3)))
+    assert [r.output for r in together] == [{"score": 7}] * 3 and len(calls) == 3
 
 
 class Money(BaseModel):

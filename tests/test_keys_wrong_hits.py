@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from pydantic_ai.models.test import TestModel
 from pydantic_ai.providers.openai import OpenAIProvider
 from pydantic_ai.toolsets import FunctionToolset
 
+from pyai_caching import MemoryStore, cached_agent_run
 from pyai_caching._keys import UnkeyableError, canonical_json, request_digest
 
 
@@ -128,6 +130,38 @@ def test_function_models_with_different_functions_are_different_keys() -> None:
 def test_test_models_with_different_scripted_output_are_different_keys() -> None:
     assert key(Agent(TestModel(custom_output_text="yes"))) != key(Agent(TestModel(custom_output_text="no")))
     assert key(Agent(TestModel(custom_output_text="yes"))) == key(Agent(TestModel(custom_output_text="yes")))
+
+
+class _Proxy:
+    """A transparent proxy (`wrapt.ObjectProxy`, werkzeug's `LocalProxy`): says it is what it wraps."""
+
+    def __init__(self, target: Any) -> None:
+        object.__setattr__(self, "_target", target)
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # noqa: D105
+        return type(self._target)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target, name)
+
+
+async def test_models_behind_a_proxy_are_keyed_by_what_they_wrap() -> None:
+    """PydanticAI takes a proxy of a model for the model (`isinstance` sees through it); so must the key."""
+    agent = Agent(TestModel())
+    yes, no = _Proxy(TestModel(custom_output_text="yes")), _Proxy(TestModel(custom_output_text="no"))
+    assert key(agent, model=yes) != key(agent, model=no)
+    assert key(Agent(yes)) != key(Agent(no))
+    assert key(Agent(yes)) == key(Agent(TestModel(custom_output_text="yes")))  # keyed as the model itself
+    store = MemoryStore()
+    first = await cached_agent_run(agent, "q", "t", store=store, model=yes)
+    second = await cached_agent_run(agent, "q", "t", store=store, model=no)
+    assert (first.output, second.output, second.cached) == ("yes", "no", False)
+
+
+def test_data_behind_a_proxy_is_keyed_as_the_data() -> None:
+    when = datetime(2024, 5, 6, 7, 8, 9)
+    assert canonical_json({"at": _Proxy(when)}) == canonical_json({"at": when})
 
 
 async def test_a_test_models_last_request_is_not_key_material() -> None:

@@ -99,6 +99,19 @@ def test_nothing_is_made_when_tracing_is_off(monkeypatch: pytest.MonkeyPatch) ->
     assert made == []
 
 
+async def test_an_applications_own_span_is_left_alone_without_a_global_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An app tracing with a provider of its own (not the global one, as `InstrumentationSettings(tracer_provider=)`
+    allows) gets no cache attributes written on its span: the cache makes no span then, and annotates only its own."""
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: trace.ProxyTracerProvider())
+    own = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(own))
+    with provider.get_tracer("app").start_as_current_span("handle_request"):
+        await cached_agent_run(agent(), "q", "faq", store=MemoryStore())
+    (span,) = own.get_finished_spans()
+    assert span.name == "handle_request" and not any(k.startswith("pyai_caching") for k in span.attributes or {})
+
+
 async def test_metrics_count_calls_by_status_and_money_by_task() -> None:
     store = MemoryStore()
     miss = await cached_agent_run(agent(), "metered", "billing", store=store)

@@ -276,8 +276,8 @@ class RunCall:
         """The entry's bytes, or None when it must not be stored: its output does not read back as it was produced."""
         try:
             data: bytes | None = encode(entry, self.output_type, manifest=self.manifest())
-            if self.output_type is str:  # a string reads back as itself: no validator of its own could change it
-                return data
+            if self.output_type is str and type(entry.run.output) is str:  # reads back as itself (an output
+                return data  # validator may have returned something else: that is checked below)
             if decode(data, self.output_type, context=self.validation_context()).run.output != entry.run.output:
                 data = None
                 warn_once(

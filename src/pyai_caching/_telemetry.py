@@ -60,7 +60,9 @@ def annotate(
     *, status: str, key: str | None, created: float | None, cost: float | None, saved: float | None, errors: int
 ) -> None:
     """What the call came to, on the current span (ours) if one is recording."""
-    span = trace.get_current_span()  # (with no tracer provider: the invalid span, never recording)
+    if not tracing():  # no span of ours: the current span, if any, is the application's own
+        return
+    span = trace.get_current_span()
     if not span.is_recording():
         return
     attributes: dict[str, Any] = {f"{_NAMESPACE}.cache.status": status, f"{_NAMESPACE}.store_errors": errors}

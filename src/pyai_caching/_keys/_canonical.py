@@ -91,6 +91,8 @@ def qualname(obj: Any) -> str:
 def _to_data(obj: Any) -> Any:
     """`json.dumps` hook: the stable data form of one non-JSON object (by a handler chosen once per type)."""
     cls = type(obj)
+    if obj.__class__ is not cls:  # a proxy (`wrapt`, `LocalProxy`) or a mock: what it says it is, read through it
+        cls = obj.__class__
     handler = _handlers.get(cls)
     if handler is None:
         if len(_handlers) >= 4096:  # classes made at run time (generic models): forget, do not grow without bound
@@ -207,7 +209,7 @@ def instance_extras(obj: Any) -> dict[str, Any] | None:
     attrs = getattr(obj, "__dict__", None)
     if not attrs:
         return None
-    cls = type(obj)
+    cls = obj.__class__
     fields = _all_fields(cls)
     if attrs.keys() <= fields:  # the common case: only its fields
         return None

@@ -36,7 +36,7 @@ def model_data(model: Model) -> dict[str, Any]:
     """
     while isinstance(model, InstrumentedModel):
         model = model.wrapped
-    name, has_client, fields = _model_class(type(model))
+    name, has_client, fields = _model_class(model.__class__)  # (a proxy's is what it stands for: read through it)
     data: dict[str, Any] = {"__model__": name, "id": model.model_id, "settings": key_settings(model.settings)}
     try:
         base_url = model.base_url
