@@ -136,3 +136,63 @@ async def test_the_sentinel_master_killed_mid_stream_fails_no_call(tmp_path: Any
     with sentinel_topology(tmp_path) as setup:
         cached, _ = await stream(setup.url, setup.kill_master)
     assert len(cached) == 60 and sum(cached) >= 10
+
+
+@pytest.fixture
+def cluster_mode_node(tmp_path: Any) -> Any:
+    """One redis-server in cluster mode owning every slot, reached by a plain `redis://` client (a one-shard
+    cluster-mode database, or a cluster behind a proxy endpoint): scripts over keys of two slots are refused."""
+    import subprocess
+    import time
+
+    from redis_topologies import _binary, _command, _free_port
+
+    port = _free_port(with_bus=True)
+    process = subprocess.Popen(
+        [_binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+         "--cluster-config-file", str(tmp_path / "nodes.conf"), "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                _command(port, "CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        while "cluster_state:ok" not in _command(port, "CLUSTER", "INFO"):
+            assert time.monotonic() < deadline, "the node did not take its slots"
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.mark.redis_server
+async def test_claims_work_on_a_cluster_mode_server_reached_by_a_plain_client(cluster_mode_node: str) -> None:
+    """Such a server refuses the claim's one-script form (entry and lock hash to different slots): the store falls
+    back to single-key commands, so a second process (another store) still waits for the first one's answer."""
+    calls: list[int] = []
+
+    async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        calls.append(1)
+        await asyncio.sleep(0.5)
+        return ModelResponse(parts=[TextPart("ok")])
+
+    agent = Agent(FunctionModel(respond, model_name="m"))
+    first_store, second_store = RedisStore.from_url(cluster_mode_node), RedisStore.from_url(cluster_mode_node)
+    try:
+        first = asyncio.create_task(cached_agent_run(agent, "q", "t", store=first_store))
+        await asyncio.sleep(0.2)
+        second = await cached_agent_run(agent, "q", "t", store=second_store)
+        assert (await first).output == second.output == "ok"
+        assert second.cached and calls == [1]
+        assert await second_store.client.keys("*lock*") == []  # released
+    finally:
+        await first_store.aclose()
+        await second_store.aclose()

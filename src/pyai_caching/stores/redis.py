@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from redis.exceptions import RedisError
 
 from ..exceptions import CacheError
 from ._base import Store
+from ._redis_claims import RedisClaims
 from ._redis_urls import REDIS_SCHEMES, client_for_url
 
 __all__ = ("RedisStore", "REDIS_SCHEMES")
@@ -33,7 +33,7 @@ T = TypeVar("T")
 
 
 @dataclass
-class RedisStore(Store):
+class RedisStore(RedisClaims, Store):
     """Entries as plain Redis strings (`SET ... PX`), counters as hashes (`HINCRBYFLOAT`).
 
     Pass a client you own, or build one with `from_url` (the store then owns and closes it).
@@ -54,6 +54,7 @@ class RedisStore(Store):
     """Seconds between looks at a claim for waiters without a pub/sub connection."""
     _closed: bool = dataclasses.field(default=False, init=False, repr=False)
     _subscribers: int = dataclasses.field(default=0, init=False, repr=False)
+    _slotted_scripts: bool = dataclasses.field(default=True, init=False, repr=False)
 
     @classmethod
     def from_url(
@@ -136,80 +137,6 @@ class RedisStore(Store):
 
         return await self._call("SCAN", scan)
 
-    # -- claims: `SET <ns>:lock:<rest of key> <token> NX PX`, renewed and released only by their token (Lua),
-    # waiters woken by a `PUBLISH` on the lock's name when it is released
-
-    async def claim(self, key: str, ttl: float) -> str | None:
-        if not self.claims:
-            raise NotImplementedError("claims are switched off for this store")
-        token = secrets.token_hex(16)
-        ms = max(1, int(ttl * 1000))
-        acquired = await self._call(
-            "SET NX", lambda: self.client.set(_lock_name(key), token, nx=True, px=ms), idempotent=False
-        )
-        return token if acquired else None
-
-    async def claim_and_read(self, key: str, ttl: float) -> tuple[str | None, bytes | None]:
-        """`SET NX` on the lock and `GET` of the entry in one script: one round trip (on a Cluster, one after the
-        other, as lock and entry live on different nodes)."""
-        if not self.claims:
-            raise NotImplementedError("claims are switched off for this store")
-        if isinstance(self.client, RedisCluster):
-            return await super().claim_and_read(key, ttl)
-        token = secrets.token_hex(16)
-        ms = max(1, int(ttl * 1000))
-        acquired, data = await self._call(
-            "EVAL claim", lambda: self.client.eval(_CLAIM_AND_READ, 2, _lock_name(key), key, token, ms), idempotent=False
-        )
-        return (token if acquired else None), data
-
-    async def set_and_release(self, key: str, value: bytes, ttl: float | None, token: str) -> None:
-        """The entry's `SET` and the claim's release in one script: one round trip, and a waiter woken by the
-        release finds the entry (on a Cluster: one after the other)."""
-        if isinstance(self.client, RedisCluster):
-            return await super().set_and_release(key, value, ttl, token)
-        px = "" if ttl is None else max(1, int(ttl * 1000))
-        await self._call("EVAL set", lambda: self.client.eval(_SET_AND_RELEASE, 2, key, _lock_name(key), value, px, token))
-
-    async def renew_claim(self, key: str, token: str, ttl: float) -> bool:
-        ms = max(1, int(ttl * 1000))
-        return bool(await self._call("EVAL", lambda: self.client.eval(_RENEW, 1, _lock_name(key), token, ms)))
-
-    async def release_claim(self, key: str, token: str) -> None:
-        await self._call("EVAL", lambda: self.client.eval(_RELEASE, 1, _lock_name(key), token))
-
-    async def wait_for_claim(self, key: str, timeout: float) -> None:
-        """Subscribes to the lock's channel, then checks it still exists (so a release in between is not missed).
-        At most `max_subscribers` waiters hold a pub/sub connection at once; the others (and every waiter while
-        the pool is exhausted) look again after `claim_poll` seconds instead."""
-        name = _lock_name(key)
-        if self._subscribers >= self.max_subscribers:
-            await asyncio.sleep(min(self.claim_poll, timeout))
-            return
-
-        async def wait() -> None:
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(name)
-                if not await self.client.exists(name):
-                    return
-                deadline = time.monotonic() + timeout
-                while (left := deadline - time.monotonic()) > 0:
-                    if await pubsub.get_message(timeout=min(left, 1.0)) is not None:
-                        return
-                    if not await self.client.exists(name):  # expired: its holder is gone
-                        return
-            finally:
-                await pubsub.aclose()
-
-        self._subscribers += 1
-        try:
-            await self._call("SUBSCRIBE", wait)
-        except CacheError:  # no free connection, or a failing server: look again later rather than pay twice
-            await asyncio.sleep(min(self.claim_poll, timeout))
-        finally:
-            self._subscribers -= 1
-
     async def add_counters(self, name: str, counters: Mapping[str, float]) -> None:
         async def update() -> None:
             # one key: atomic as a transaction on one server; a Cluster pipeline takes one key's commands as they are
@@ -279,32 +206,6 @@ class RedisStore(Store):
                     timed_out = True
                     continue
                 raise CacheError(f"Redis {what} failed: {exc!r}") from exc
-
-
-# Scripts rather than pipelines: one command is cheaper to send and read than a pipeline of two (redis-py builds a
-# pipeline object per use), and atomic.
-_CLAIM_AND_READ = (
-    "local acquired = redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) "
-    "local entry = redis.pcall('get', KEYS[2]) "
-    "if type(entry) == 'table' and entry.err then entry = '' end "  # WRONGTYPE: not our entry, an unreadable one
-    "return {acquired and 1 or 0, entry}"
-)
-_SET_AND_RELEASE = (
-    "if ARGV[2] == '' then redis.call('set', KEYS[1], ARGV[1]) else redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) end "
-    "if redis.call('get', KEYS[2]) == ARGV[3] then redis.call('del', KEYS[2]) redis.call('publish', KEYS[2], 'released') end "
-    "return 1"
-)
-_RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
-_RELEASE = (
-    "if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) "
-    "redis.call('publish', KEYS[1], 'released') return 1 end return 0"
-)
-
-
-def _lock_name(key: str) -> str:
-    """`<ns>:lock:<rest>`: outside the entries' prefix (`<ns>:v2:`), so listing entries never sees it."""
-    namespace, _, rest = key.partition(":")
-    return f"{namespace}:lock:{rest}"
 
 
 def _glob_escape(text: str) -> str:
