@@ -488,3 +488,24 @@ def test_instruction_parts_differing_only_in_their_id_get_different_keys() -> No
         return model_request_digest(TestModel(), [ModelRequest(parts=[UserPromptPart("q")])], None, params)
 
     assert key("agent:tone") != key("toolset:search:limits")
+
+
+async def test_an_agent_changed_in_place_between_calls_gets_a_new_key() -> None:
+    """Nothing about the agent's configuration is remembered between calls: settings edited in place, a tool
+    registered later, instructions appended, a model swapped on the agent all miss (and are stored apart)."""
+    agent = Agent(TestModel(custom_output_text="first"), model_settings={"temperature": 0.0})
+    store = MemoryStore()
+    keys = [(await cached_agent_run(agent, "q", "t", store=store)).cache_key]
+    agent.model_settings["temperature"] = 0.9  # type: ignore[index]
+    keys.append((await cached_agent_run(agent, "q", "t", store=store)).cache_key)
+
+    @agent.tool_plain
+    def lookup(term: str) -> str:
+        return term
+
+    keys.append((await cached_agent_run(agent, "q", "t", store=store)).cache_key)
+    agent.model = TestModel(custom_output_text="second")
+    last = await cached_agent_run(agent, "q", "t", store=store)
+    keys.append(last.cache_key)
+    assert len(set(keys)) == 4 and not last.cached
+    assert (await cached_agent_run(agent, "q", "t", store=store)).cached  # unchanged since: a hit
