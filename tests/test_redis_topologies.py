@@ -177,22 +177,11 @@ def cluster_mode_node(tmp_path: Any) -> Any:
 async def test_claims_work_on_a_cluster_mode_server_reached_by_a_plain_client(cluster_mode_node: str) -> None:
     """Such a server refuses the claim's one-script form (entry and lock hash to different slots): the store falls
     back to single-key commands, so a second process (another store) still waits for the first one's answer."""
-    calls: list[int] = []
+    import redis as redis_sync
+    from two_callers import second_caller_of_a_slow_call
 
-    async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
-        calls.append(1)
-        await asyncio.sleep(0.5)
-        return ModelResponse(parts=[TextPart("ok")])
-
-    agent = Agent(FunctionModel(respond, model_name="m"))
-    first_store, second_store = RedisStore.from_url(cluster_mode_node), RedisStore.from_url(cluster_mode_node)
-    try:
-        first = asyncio.create_task(cached_agent_run(agent, "q", "t", store=first_store))
-        await asyncio.sleep(0.2)
-        second = await cached_agent_run(agent, "q", "t", store=second_store)
-        assert (await first).output == second.output == "ok"
-        assert second.cached and calls == [1]
-        assert await second_store.client.keys("*lock*") == []  # released
-    finally:
-        await first_store.aclose()
-        await second_store.aclose()
+    first, second, calls = await second_caller_of_a_slow_call(cluster_mode_node, delay=0.5, arrive_after=0.2)
+    assert first.output == second.output == "ok"
+    assert second.cached and calls == [1]
+    with redis_sync.Redis.from_url(cluster_mode_node) as admin:
+        assert admin.keys("*lock*") == []  # released

@@ -158,26 +158,11 @@ async def test_claims_leave_nothing_behind_and_stay_out_of_the_entries(redis_url
 async def test_a_holder_working_past_the_claim_ttl_keeps_its_claim(redis_url: str) -> None:
     """The claim is renewed while the model works: a caller of another store (another process, as far as claims
     go) arriving after the TTL has passed waits for the holder instead of paying again."""
-    from pyai_caching import RedisStore
+    from two_callers import second_caller_of_a_slow_call
 
-    calls: list[int] = []
-
-    async def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
-        calls.append(1)
-        await asyncio.sleep(1.5)  # five claim lifetimes
-        return ModelResponse(parts=[TextPart("ok")])
-
-    agent = Agent(FunctionModel(respond, model_name="m"))
-    holder, waiter = (RedisStore.from_url(redis_url, claim_ttl=0.3) for _ in range(2))
-    try:
-        first = asyncio.create_task(cached_agent_run(agent, "slow", "t", store=holder))
-        await asyncio.sleep(0.8)
-        second = await cached_agent_run(agent, "slow", "t", store=waiter)
-        assert (await first).output == second.output == "ok"
-        assert second.cached and calls == [1]
-    finally:
-        await holder.aclose()
-        await waiter.aclose()
+    first, second, calls = await second_caller_of_a_slow_call(redis_url, delay=1.5, arrive_after=0.8, claim_ttl=0.3)
+    assert first.output == second.output == "ok"
+    assert second.cached and calls == [1]
 
 
 async def test_a_failed_claim_on_one_key_never_leaves_another_keys_claim_held(tmp_path: Path) -> None:
