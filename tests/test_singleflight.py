@@ -160,7 +160,7 @@ async def test_a_holder_working_past_the_claim_ttl_keeps_its_claim(redis_url: st
     go) arriving after the TTL has passed waits for the holder instead of paying again."""
     from two_callers import second_caller_of_a_slow_call
 
-    first, second, calls = await second_caller_of_a_slow_call(redis_url, delay=1.5, arrive_after=0.8, claim_ttl=0.3)
+    first, second, calls = await second_caller_of_a_slow_call(redis_url, delay=2.5, arrive_after=1.3, claim_ttl=0.6)
     assert first.output == second.output == "ok"
     assert second.cached and calls == [1]
 
