@@ -415,19 +415,12 @@ async def test_recording_an_unchanged_response_again_rewrites_no_fixture_file(tm
 @pytest.mark.parametrize("settings", [None, {"request_timeout": 30.0}])
 @pytest.mark.parametrize("wrapping", ["FallbackModel", "ModelFallback"])
 async def test_requests_through_fallbacks_and_request_deadlines_are_recorded(settings: Any, wrapping: str) -> None:
+    from fallbacks import behind_a_fallback
+
     calls = Calls()
     base = weather_agent(calls)
-    model: Any = base.model
-    capabilities: list[Any] = [ResponseCache(task_name="weather", store=MemoryStore())]
-    if wrapping == "FallbackModel":
-        from pydantic_ai.models.fallback import FallbackModel
-
-        model = FallbackModel(model)
-    else:
-        capabilities_module = pytest.importorskip("pydantic_ai.capabilities")
-        if not hasattr(capabilities_module, "ModelFallback"):
-            pytest.skip("ModelFallback arrived after this PydanticAI")
-        capabilities.insert(0, capabilities_module.ModelFallback(TestModel()))
+    model, fallback = behind_a_fallback(wrapping, base.model, TestModel())  # type: ignore[arg-type]
+    capabilities = [*fallback, ResponseCache(task_name="weather", store=MemoryStore())]
     agent = Agent(model, capabilities=capabilities, model_settings=settings, tools=[base._function_toolset.tools["weather"]])
     chunks = []
     for _ in range(2):

@@ -38,6 +38,18 @@ class Counts:
         self.tools = 0
 
 
+def with_weather_tool(model: FunctionModel, counts: Counts) -> Agent[None, str]:
+    """An agent on `model` with a `weather` tool that counts its calls."""
+    agent = Agent(model)
+
+    @agent.tool_plain
+    def weather(city: str) -> str:
+        counts.tools += 1
+        return "sunny"
+
+    return agent
+
+
 def weather_agent(counts: Counts, *, fail_after: int | None = None) -> Agent[None, str]:
     def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         counts.requests += 1
@@ -56,14 +68,7 @@ def weather_agent(counts: Counts, *, fail_after: int | None = None) -> Agent[Non
             yield {0: DeltaToolCall(name="weather", json_args='{"city": ')}
             yield {0: DeltaToolCall(json_args='"Paris"}')}
 
-    agent = Agent(FunctionModel(answer, stream_function=stream))
-
-    @agent.tool_plain
-    def weather(city: str) -> str:
-        counts.tools += 1
-        return "sunny"
-
-    return agent
+    return with_weather_tool(FunctionModel(answer, stream_function=stream), counts)
 
 
 COSTS = {"function:answer:stream": ModelCosts(cost_per_million_input_tokens=1e6, cost_per_million_output_tokens=0)}
@@ -357,18 +362,10 @@ def text_stream_model(chunks: tuple[str, ...], counts: Counts) -> FunctionModel:
 @pytest.mark.parametrize("settings", [None, {"request_timeout": 30.0}])
 @pytest.mark.parametrize("wrapping", ["FallbackModel", "ModelFallback"])
 async def test_streams_through_fallbacks_and_request_deadlines_are_recorded(settings: Any, wrapping: str) -> None:
-    counts, store = Counts(), MemoryStore()
-    model: Any = text_stream_model(CHUNKS, counts)
-    capabilities: list[Any] = []
-    if wrapping == "FallbackModel":
-        from pydantic_ai.models.fallback import FallbackModel
+    from fallbacks import behind_a_fallback
 
-        model = FallbackModel(model)
-    else:
-        capabilities_module = pytest.importorskip("pydantic_ai.capabilities")
-        if not hasattr(capabilities_module, "ModelFallback"):
-            pytest.skip("ModelFallback arrived after this PydanticAI")
-        capabilities.append(capabilities_module.ModelFallback(text_stream_model(("backup",), Counts())))
+    counts, store = Counts(), MemoryStore()
+    model, capabilities = behind_a_fallback(wrapping, text_stream_model(CHUNKS, counts), text_stream_model(("backup",), Counts()))
     agent = Agent(model, capabilities=capabilities, model_settings=settings)
     live, miss = await deltas(agent, store)
     replayed, hit = await deltas(agent, store)
@@ -440,14 +437,7 @@ def chatty_agent(counts: Counts) -> Agent[None, str]:
             return ModelResponse(parts=[TextPart("It is sunny.")])
         return ModelResponse(parts=[TextPart("Let me check. "), ToolCallPart("weather", {"city": "Paris"})])
 
-    agent = Agent(FunctionModel(answer, stream_function=stream))
-
-    @agent.tool_plain
-    def weather(city: str) -> str:
-        counts.tools += 1
-        return "sunny"
-
-    return agent
+    return with_weather_tool(FunctionModel(answer, stream_function=stream), counts)
 
 
 @pytest.mark.parametrize("first", ["run", "stream"])
