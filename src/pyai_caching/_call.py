@@ -31,10 +31,15 @@ from ._history import to_messages
 from ._identity import rebind
 from ._keys import (
     UnkeyableError,
+    agent_json,
     digest_of,
+    digest_of_parts,
     format_key,
+    remember_agent_json,
+    remembered_agent_json,
     request_manifest,
     request_material,
+    rest_json,
 )
 from ._logs import logger, warn_once
 from ._registry import Cache, LoopState
@@ -70,6 +75,11 @@ class RunCall:
     output_type: Any
     material: dict[str, Any] | None = None
     """What the key was made of (`_keys.request_material`), once `key` has made it."""
+    _rest_json: bytes = b""
+    _guess: tuple[bytes, str] | None = None
+    """(the agent's material it was guessed from, the key guessed)"""
+    _remember: bool = False
+    """`key` keeps the agent's material for the next call's guess."""
 
     @classmethod
     def prepare(
@@ -155,9 +165,17 @@ class RunCall:
         started = time.perf_counter()
         if self.mode == "off":
             return await self._uncached(cache, namespace, None, started)
+        early = None  # the store read, sent while the key is worked out (when the key can be guessed)
+        if self.mode == "read_write" and cache.guarded.store.starts_gets():
+            guess = self.key_guess(namespace)
+            early = None if guess is None else await cache.guarded.start_get(guess)
         try:
             key = self.key(namespace)
-        except UnkeyableError as exc:
+        except BaseException as exc:
+            if early is not None:
+                await early.discard()
+            if not isinstance(exc, UnkeyableError):
+                raise
             if self.mode == "replay":  # nothing could have been recorded: calling the model would leave the replay
                 raise CacheMissError(
                     f"task {self.task_name!r} cannot be replayed: this run cannot be cached ({exc})",
@@ -180,6 +198,7 @@ class RunCall:
                 copy=self._copy,
                 produce=lambda: self._produce(cache, namespace),
                 orphaned=orphaned,
+                early=early,
             )
         except Missing as missing:
             telemetry.count(self.task_name, "replay_miss", spent=0.0, saved=0.0, errors=int(missing.store_failed))
@@ -217,8 +236,35 @@ class RunCall:
         Raises:
             UnkeyableError: part of the run has no stable data form.
         """
-        self.material = request_material(self.agent, self.prompt, self.history, self.run_kwargs, self.key_extra)
-        return format_key(namespace, self.task_name, digest_of(self.material))
+        guessed = self._guess
+        if guessed is None or self.material is None:
+            self.material = request_material(self.agent, self.prompt, self.history, self.run_kwargs, self.key_extra)
+        if not self._remember:
+            return format_key(namespace, self.task_name, digest_of(self.material))
+        agent = agent_json(self.material)
+        remember_agent_json(self.agent, self.run_kwargs, agent)
+        if guessed is not None and guessed[0] == agent:
+            return guessed[1]
+        rest = self._rest_json if guessed is not None else rest_json(self.material)
+        return format_key(namespace, self.task_name, digest_of_parts(agent, rest))
+
+    def key_guess(self, namespace: str) -> str | None:
+        """The key this run would have with the agent as it was on its last call (cheap: the agent's part of the
+        material is not encoded), or None. Only a guess, to send the store read early; `key` says what it is and
+        remembers the agent's part for the next call's guess."""
+        self._remember = True
+        remembered = remembered_agent_json(self.agent, self.run_kwargs)
+        if remembered is None:
+            return None
+        try:
+            material = request_material(self.agent, self.prompt, self.history, self.run_kwargs, self.key_extra)
+            self._rest_json = rest_json(material)
+        except UnkeyableError:  # `key` raises it
+            return None
+        self.material = material
+        guess = format_key(namespace, self.task_name, digest_of_parts(remembered, self._rest_json))
+        self._guess = (remembered, guess)
+        return guess
 
     def manifest(self) -> Any:
         """The key's manifest (what it was made of, to explain misses), or None if it cannot be made."""

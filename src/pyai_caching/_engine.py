@@ -5,7 +5,9 @@ one producer per key (concurrent callers wait for it), as the call's mode says (
 produces, `refresh` never reads the store). The producer's answer is written before
 anyone gets it, so when a call returns its entry is in the store (or the write failed and was
 logged): another process reading right after sees it. The leader gets the objects the producer
-made; everyone else gets their own copy, decoded from the stored bytes.
+made; everyone else gets their own copy, decoded from the stored bytes. A front door may send the
+store read before it knows its key for sure (`early`): what it reads is used only for that key, and
+never over a flight in progress.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, Generic, TypeVar
 from . import _singleflight as singleflight
 from ._codec import DecodeError
 from ._config import CacheMode
+from ._failopen import EarlyRead
 from ._registry import Cache
 
 __all__ = ("Missing", "Outcome", "Produced", "fetch", "read")
@@ -70,6 +73,7 @@ async def fetch(
     copy: Callable[[E], E],
     produce: Callable[[], Awaitable[Produced[E]]],
     orphaned: Callable[[E], Awaitable[None]],
+    early: EarlyRead | None = None,
 ) -> Outcome[E]:
     """The value for `key`: from a flight in progress, the store, or `produce` (called once per key at a time).
 
@@ -81,6 +85,8 @@ async def fetch(
             waiting for it is cancelled.
         orphaned: Called by that task with the value when the caller that started it was cancelled before the
             answer came, so the answer is still accounted for.
+        early: The store read of `key`, sent while the caller worked out that `key` is the one (`read_write`
+            only): taken as the store read, or dropped for a flight in progress.
 
     Raises:
         Missing: in `replay` mode, when there is no entry to answer with.
@@ -89,9 +95,12 @@ async def fetch(
     data: bytes | None = None
     in_flight = (cache, key)  # the same key on another store is another entry
     flight: _Flight[E] | None = flights.get(in_flight)
+    if early is not None and (flight is not None or mode != "read_write" or early.key != key):
+        await early.discard()
+        early = None
     if flight is None and mode != "refresh":
         replay = mode == "replay"
-        found, data, failed, errors = await _read_store(cache, key, replay, decode)
+        found, data, failed, errors = await _read_store(cache, key, replay, decode, early)
         if found is not None:
             return found
         flight = flights.get(in_flight)  # another caller may have started while we read
@@ -140,7 +149,7 @@ async def read(
         except Exception:  # noqa: BLE001 - the flight failed or its answer has no entry: read the store
             pass
     replay = mode == "replay"
-    found, _, failed, errors = await _read_store(cache, key, replay, decode)
+    found, _, failed, errors = await _read_store(cache, key, replay, decode, None)
     if found is not None:
         return found
     if replay:
@@ -149,12 +158,16 @@ async def read(
 
 
 async def _read_store(
-    cache: Cache, key: str, replay: bool, decode: Callable[[bytes], E]
+    cache: Cache, key: str, replay: bool, decode: Callable[[bytes], E], early: EarlyRead | None
 ) -> tuple[Outcome[E] | None, bytes | None, bool, int]:
     """The store's entry for `key` as a hit, if it decodes; else None with the bytes read (if any), whether the read
     failed, and the store errors so far. `replay` reads entries past their TTL and raises for one that does not
-    decode (`Missing` with the drift); otherwise such an entry is logged and left to be overwritten."""
-    data, failed = await (cache.guarded.get_including_expired(key) if replay else cache.guarded.get(key))
+    decode (`Missing` with the drift); otherwise such an entry is logged and left to be overwritten. `early`: the
+    read, already sent."""
+    if early is not None:
+        data, failed = await early.result()
+    else:
+        data, failed = await (cache.guarded.get_including_expired(key) if replay else cache.guarded.get(key))
     errors = int(failed)
     if data is not None:
         try:

@@ -11,8 +11,9 @@ from typing import TypeVar
 
 from .exceptions import CacheError
 from .stores import Store
+from .stores._base import PendingGet
 
-__all__ = ("FailOpen",)
+__all__ = ("EarlyRead", "FailOpen")
 
 logger = logging.getLogger("pyai_caching")
 T = TypeVar("T")
@@ -93,6 +94,16 @@ class FailOpen:
         """The entry (or None) and whether the read failed."""
         data = await self._call("reads", lambda: self.store.get(key), _FAILED)
         return (None, True) if data is _FAILED else (data, False)  # type: ignore[return-value]
+
+    async def start_get(self, key: str) -> EarlyRead | None:
+        """A read of `key` sent now, its answer taken later (`Store.start_get`); None where the store cannot (or its
+        reads are switched off: `get` then says so)."""
+        if not self.available:
+            return None
+        pending = await self._call("reads", lambda: self.store.start_get(key), _FAILED)
+        if pending is None:
+            return None
+        return EarlyRead(self, key, None if pending is _FAILED else pending)  # type: ignore[arg-type]
 
     async def get_including_expired(self, key: str) -> tuple[bytes | None, bool]:
         """As `get`, past the entry's TTL too where the store still holds it (`replay`)."""
@@ -181,6 +192,31 @@ class FailOpen:
         if own is not None:
             own.succeeded(started)
         return result
+
+
+@dataclass(eq=False)
+class EarlyRead:
+    """A read of `key` already sent. Await exactly one of `result` (what `FailOpen.get` returns) or `discard`."""
+
+    guarded: FailOpen
+    key: str
+    pending: PendingGet | None
+    """None: sending it failed (counted): the read failed."""
+
+    async def result(self) -> tuple[bytes | None, bool]:
+        pending, self.pending = self.pending, None
+        if pending is None:
+            return None, True
+        try:
+            data = await self.guarded._call("reads", pending.result, _FAILED)  # pyright: ignore[reportPrivateUsage]
+        finally:
+            await pending.discard()  # (nothing left to drop once `result` read it; reads switched off meanwhile: this)
+        return (None, True) if data is _FAILED else (data, False)  # type: ignore[return-value]
+
+    async def discard(self) -> None:
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            await pending.discard()
 
 
 async def _true(awaitable: Awaitable[object]) -> bool:

@@ -22,12 +22,16 @@ from ._canonical import UnkeyableError, canonical_json  # first: it completes th
 from ._agent import (
     KEY_VERSION,
     RUN_KWARGS_NOT_IN_KEY,
+    agent_json,
     digest_of,
+    digest_of_parts,
     effective_model_name,
     format_key,
     request_digest,
     request_material,
+    rest_json,
 )
+from ._guess import remember_agent_json, remembered_agent_json
 from ._manifest import request_manifest
 
 __all__ = (
@@ -39,6 +43,11 @@ __all__ = (
     "request_digest",
     "request_material",
     "digest_of",
+    "agent_json",
+    "rest_json",
+    "digest_of_parts",
+    "remember_agent_json",
+    "remembered_agent_json",
     "request_manifest",
     "format_key",
 )

@@ -6,7 +6,20 @@ import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-__all__ = ("Store",)
+__all__ = ("PendingGet", "Store")
+
+
+class PendingGet(ABC):
+    """A read already sent (`Store.start_get`) whose answer is not read yet. Exactly one of `result` or
+    `discard` must be awaited: until then the read holds a connection."""
+
+    @abstractmethod
+    async def result(self) -> bytes | None:
+        """What `get` would have returned (and raises what it would have raised)."""
+
+    @abstractmethod
+    async def discard(self) -> None:
+        """Drop the answer; nothing to do once `result` was awaited. Never raises but for a cancellation."""
 
 
 class Store(ABC):
@@ -23,6 +36,16 @@ class Store(ABC):
     @abstractmethod
     async def get(self, key: str) -> bytes | None:
         """The bytes stored under `key`, or `None`."""
+
+    def starts_gets(self) -> bool:
+        """Whether `start_get` can send a read early (a network round trip the caller spends on other work).
+        Default: False."""
+        return False
+
+    async def start_get(self, key: str) -> PendingGet | None:
+        """Send a `get` of `key` and return before its answer arrives, where `starts_gets`; None: it cannot now,
+        call `get`. Default: None."""
+        return None
 
     @abstractmethod
     async def set(self, key: str, value: bytes, ttl: float | None) -> None:

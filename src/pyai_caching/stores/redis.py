@@ -18,7 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from ..exceptions import CacheError
-from ._base import Store
+from ._base import PendingGet, Store
 from ._redis_claims import RedisClaims
 from ._redis_urls import REDIS_SCHEMES, client_for_url
 
@@ -95,16 +95,33 @@ class RedisStore(RedisClaims, Store):
     async def get(self, key: str) -> bytes | None:
         """The string under `key`; a value of another type there (a hash, a list: not ours) reads as empty bytes,
         an unreadable entry, which the next answer overwrites, rather than as a store refusing reads."""
+        return await self._call("GET", lambda: _string(self.client.get(key)))
 
-        async def get() -> bytes | None:
-            try:
-                return await self.client.get(key)  # type: ignore[return-value]
-            except redis.exceptions.ResponseError as exc:
-                if str(exc).startswith("WRONGTYPE"):
-                    return b""
-                raise
+    def starts_gets(self) -> bool:
+        """A plain client only: a Cluster, a single-connection client or a subclass of `Redis` reads with `get`."""
+        client = self.client
+        return _EARLY_READS and type(client) is Redis and client.connection is None and not self._closed
 
-        return await self._call("GET", get)
+    async def start_get(self, key: str) -> PendingGet | None:
+        """`GET key` sent on a pooled connection, its answer read by `result()`. Failures are `get`'s."""
+        if not self.starts_gets():
+            return None
+        pool = self.client.connection_pool
+        try:
+            connection = await pool.get_connection()
+        except _POOL_EXHAUSTED:
+            return None  # `get` waits for a free connection
+        except _STORE_ERRORS as exc:
+            raise CacheError(f"Redis GET failed: {exc!r}") from exc
+        try:
+            await connection.send_command("GET", key)
+        except BaseException as exc:
+            await connection.disconnect(nowait=True)
+            await pool.release(connection)
+            if isinstance(exc, _STORE_ERRORS):
+                return None  # a dropped pooled connection: `get` retries it on a new one
+            raise
+        return _PendingRedisGet(self, key, connection)
 
     async def set(self, key: str, value: bytes, ttl: float | None) -> None:
         px = None if ttl is None else max(1, int(ttl * 1000))
@@ -206,6 +223,61 @@ class RedisStore(RedisClaims, Store):
                     timed_out = True
                     continue
                 raise CacheError(f"Redis {what} failed: {exc!r}") from exc
+
+
+_EARLY_READS = tuple(int(p) for p in redis.__version__.split(".")[:2] if p.isdigit()) >= (5, 3)
+"""`ConnectionPool.get_connection()` without a command name (redis-py 5.3 and newer)."""
+
+
+async def _string(read: Awaitable[Any]) -> bytes | None:
+    """A GET's answer; a value of another type under the key reads as empty bytes (an unreadable entry)."""
+    try:
+        return await read  # type: ignore[no-any-return]
+    except redis.exceptions.ResponseError as exc:
+        if str(exc).startswith("WRONGTYPE"):
+            return b""
+        raise
+
+
+@dataclass(eq=False)
+class _PendingRedisGet(PendingGet):
+    """A GET sent on `connection`, which goes back to the pool once its answer is read (redis-py disconnects a
+    connection whose read fails or is cancelled, so an answer never reaches the next command)."""
+
+    store: RedisStore
+    key: str
+    connection: Any
+    _done: bool = False
+
+    async def result(self) -> bytes | None:
+        """The answer, retried as `get` retries (the retry is a new GET)."""
+        store, key = self.store, self.key
+
+        async def get() -> bytes | None:
+            if self._done:
+                return await _string(store.client.get(key))
+            return await _string(self._read())
+
+        try:
+            return await store._call("GET", get)  # pyright: ignore[reportPrivateUsage]
+        finally:
+            if not self._done:  # the store was closed meanwhile: the connection still goes back
+                await self.discard()
+
+    async def discard(self) -> None:
+        try:
+            await self._read()
+        except Exception:  # noqa: BLE001, S110 - nothing was waiting for it (and redis-py closed the connection)
+            pass
+
+    async def _read(self) -> Any:
+        if self._done:
+            return None
+        self._done = True
+        try:
+            return await self.connection.read_response()
+        finally:
+            await self.store.client.connection_pool.release(self.connection)
 
 
 def _glob_escape(text: str) -> str:
