@@ -14,6 +14,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from opentelemetry import metrics, trace
+from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
+
+from ._config import env
 
 __all__ = ("annotate", "count", "run_span", "tracing")
 
@@ -25,6 +28,8 @@ STATUSES = ("hit", "miss", "bypass", "replay_miss", "error")
 
 def tracing() -> bool:
     """Whether a tracer provider is installed (`run_span` makes spans only then)."""
+    if getattr(trace, "_TRACER_PROVIDER", False) is None and env(OTEL_PYTHON_TRACER_PROVIDER) is None:
+        return False  # none set, and none to load: what `get_tracer_provider` finds, without its `os.environ` check
     return not isinstance(trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
 
