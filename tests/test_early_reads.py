@@ -30,12 +30,13 @@ from pyai_caching._keys import (
 pytestmark = pytest.mark.redis_server
 
 
-def _answering(style: str, calls: list[str]) -> FunctionModel:
-    """A model answering `<style>:<last prompt>`, recording each prompt it is asked."""
+def _answering(style: str, calls: list[str], delay: float = 0.0) -> FunctionModel:
+    """A model answering `<style>:<last prompt>` after `delay` seconds, recording each prompt it is asked."""
 
-    def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    async def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         prompt = str(messages[-1].parts[-1].content)  # type: ignore[union-attr]
         calls.append(prompt)
+        await asyncio.sleep(delay)
         return ModelResponse(parts=[TextPart(f"{style}:{prompt}")])
 
     return FunctionModel(answer, model_name=f"m-{style}")
@@ -144,18 +145,12 @@ async def test_a_run_that_turns_unkeyable_after_its_read_was_sent_drops_the_read
 
 async def test_concurrent_callers_of_a_key_in_flight_drop_their_reads_and_share_the_answer(store: RedisStore) -> None:
     calls: list[str] = []
-
-    async def slow(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
-        calls.append("called")
-        await asyncio.sleep(0.2)
-        return ModelResponse(parts=[TextPart("shared")])
-
-    agent = Agent(FunctionModel(slow, model_name="slow"))
+    agent = Agent(_answering("slow", calls, delay=0.2))
     await cached_agent_run(agent, "warm", "t", store=store)  # the agent's key material is remembered
     results = await asyncio.gather(*(cached_agent_run(agent, "q", "t", store=store) for _ in range(5)))
-    assert [r.output for r in results] == ["shared"] * 5 and len(calls) == 2
+    assert [r.output for r in results] == ["slow:q"] * 5 and calls == ["warm", "q"]
     assert sum(r.cached for r in results) == 4
-    assert (await cached_agent_run(agent, "warm", "t", store=store)).output == "shared"
+    assert (await cached_agent_run(agent, "warm", "t", store=store)).output == "slow:warm"
 
 
 async def test_an_unreachable_redis_fails_the_early_read_as_the_call_s_one_read(redis_url: str) -> None:
