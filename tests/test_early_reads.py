@@ -191,3 +191,62 @@ def test_the_key_from_its_two_parts_is_the_key_of_the_whole() -> None:
     for prompt, past, extra in (("q", [], None), ("naïve ☃", history, {"tenant": 1, 2: (3,)}), ("", history, [1.5])):
         material = request_material(agent, prompt, past, {}, extra)
         assert digest_of_parts(agent_json(material), rest_json(material)) == digest_of(material)
+
+
+def _pause(redis_url: str, milliseconds: int) -> None:
+    with redis.Redis.from_url(redis_url) as client:
+        client.execute_command("CLIENT", "PAUSE", milliseconds, "ALL")
+
+
+async def test_a_stall_while_early_reads_connect_costs_no_hit(store: RedisStore, redis_url: str) -> None:
+    """An early read that cannot get its connection in time is the read's first attempt: it is retried once, as
+    every read is, so a stall shorter than two timeouts neither turns hits into model calls nor switches the cache
+    off."""
+    calls: list[str] = []
+    agent = Agent(_answering("a", calls))
+    prompts = [f"q{i}" for i in range(8)]
+    for prompt in prompts:  # stored, one connection in the pool; the agent's key material remembered
+        await cached_agent_run(agent, prompt, "t", store=store)
+    _pause(redis_url, 400)  # longer than one timeout (0.25 s), shorter than two
+    burst = await asyncio.gather(*(cached_agent_run(agent, prompt, "t", store=store) for prompt in prompts))
+    assert [r.cached for r in burst] == [True] * 8 and len(calls) == 8
+    assert (await cached_agent_run(agent, "q0", "t", store=store)).cached
+
+
+async def test_a_dropped_early_read_does_not_wait_out_a_stalled_server(redis_url: str) -> None:
+    """Dropping a read whose answer does not come at once closes its connection instead of waiting for it, even
+    with a long timeout (and the connection goes back to the pool, closed: nothing unread can reach the next
+    command)."""
+    store = RedisStore.from_url(redis_url, timeout=5.0)
+    await store.set("k", b"v", None)
+    _pause(redis_url, 1500)
+    pending = await store.start_get("k")
+    assert pending is not None
+    connection = pending.connection  # type: ignore[attr-defined]
+    await pending.discard()
+    pool = store.client.connection_pool
+    assert not connection.is_connected and connection not in pool._in_use_connections  # pyright: ignore
+    with redis.Redis.from_url(redis_url) as client:
+        client.execute_command("CLIENT", "UNPAUSE")
+    assert await store.get("k") == b"v"
+    await store.aclose()
+
+
+async def test_a_store_that_reads_its_own_way_is_read_with_its_own_get(redis_url: str) -> None:
+    """A `RedisStore` subclass with its own `get` (decompressing, decrypting) is never read around it."""
+
+    class Prefixed(RedisStore):
+        async def get(self, key: str) -> bytes | None:
+            data = await super().get(key)
+            return None if data is None else data.removeprefix(b"z:")
+
+        async def set(self, key: str, value: bytes, ttl: float | None) -> None:
+            await super().set(key, b"z:" + value, ttl)
+
+    store = Prefixed.from_url(redis_url, claims=False)
+    calls: list[str] = []
+    agent = Agent(_answering("a", calls))
+    results = [await cached_agent_run(agent, "q", "t", store=store) for _ in range(4)]
+    assert [r.cached for r in results] == [False, True, True, True] and calls == ["q"]
+    assert not store.starts_gets() and await store.start_get("q") is None
+    await store.aclose()

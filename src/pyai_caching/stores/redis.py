@@ -98,28 +98,34 @@ class RedisStore(RedisClaims, Store):
         return await self._call("GET", lambda: _string(self.client.get(key)))
 
     def starts_gets(self) -> bool:
-        """A plain client only: a Cluster, a single-connection client or a subclass of `Redis` reads with `get`."""
+        """A plain client and this class's own `get` only: a Cluster, a single-connection client, a subclass of
+        `Redis` or a subclass of this store that reads its own way read with `get`."""
         client = self.client
-        return _EARLY_READS and type(client) is Redis and client.connection is None and not self._closed
+        return (
+            _EARLY_READS
+            and type(client) is Redis
+            and client.connection is None
+            and type(self).get is RedisStore.get
+            and not self._closed
+        )
 
     async def start_get(self, key: str) -> PendingGet | None:
-        """`GET key` sent on a pooled connection, its answer read by `result()`. Failures are `get`'s."""
+        """`GET key` sent on a pooled connection, its answer read by `result()`. Failures are `get`'s: a connection
+        that cannot be had or written to counts as its first attempt, which `result()` retries as `get` would."""
         if not self.starts_gets():
             return None
         pool = self.client.connection_pool
         try:
             connection = await pool.get_connection()
-        except _POOL_EXHAUSTED:
-            return None  # `get` waits for a free connection
-        except _STORE_ERRORS as exc:
-            raise CacheError(f"Redis GET failed: {exc!r}") from exc
+        except (*_POOL_EXHAUSTED, *_STORE_ERRORS) as exc:
+            return _PendingRedisGet(self, key, None, failed=exc)
         try:
             await connection.send_command("GET", key)
         except BaseException as exc:
             await connection.disconnect(nowait=True)
             await pool.release(connection)
             if isinstance(exc, _STORE_ERRORS):
-                return None  # a dropped pooled connection: `get` retries it on a new one
+                return _PendingRedisGet(self, key, None, failed=exc)
             raise
         return _PendingRedisGet(self, key, connection)
 
@@ -190,9 +196,12 @@ class RedisStore(RedisClaims, Store):
             for sentinel in getattr(manager, "sentinels", ()):
                 await sentinel.aclose()
 
-    async def _call(self, what: str, command: Callable[[], Awaitable[T]], *, idempotent: bool = True) -> T:
+    async def _call(
+        self, what: str, command: Callable[[], Awaitable[T]], *, idempotent: bool = True, failed: Exception | None = None
+    ) -> T:
         """Run `command`, turning Redis failures into `CacheError`. A dropped connection (a failover, a restart) is
-        tried once more at once when running the command twice is harmless (not for counters or claims)."""
+        tried once more at once when running the command twice is harmless (not for counters or claims). `failed`:
+        the first attempt, already made, raised it."""
         if self._closed:  # redis-py would silently open a new connection that nobody closes (a leaked socket)
             raise CacheError("the Redis store is closed")
         deadline = None
@@ -200,6 +209,9 @@ class RedisStore(RedisClaims, Store):
         timed_out = not idempotent
         while True:
             try:
+                if failed is not None:
+                    exc, failed = failed, None
+                    raise exc
                 return await command()
             except _POOL_EXHAUSTED as exc:  # every pooled connection is busy: wait a little for one
                 now = time.monotonic()
@@ -241,43 +253,50 @@ async def _string(read: Awaitable[Any]) -> bytes | None:
 
 @dataclass(eq=False)
 class _PendingRedisGet(PendingGet):
-    """A GET sent on `connection`, which goes back to the pool once its answer is read (redis-py disconnects a
-    connection whose read fails or is cancelled, so an answer never reaches the next command)."""
+    """A GET sent on `connection` (None: it could not be sent, `failed` says why), which goes back to the pool once
+    its answer is read (redis-py disconnects a connection whose read fails or is cancelled, so an answer never
+    reaches the next command)."""
 
     store: RedisStore
     key: str
     connection: Any
-    _done: bool = False
+    failed: Exception | None = None
 
     async def result(self) -> bytes | None:
         """The answer, retried as `get` retries (the retry is a new GET)."""
         store, key = self.store, self.key
 
         async def get() -> bytes | None:
-            if self._done:
+            if self.connection is None:
                 return await _string(store.client.get(key))
             return await _string(self._read())
 
         try:
-            return await store._call("GET", get)  # pyright: ignore[reportPrivateUsage]
+            return await store._call("GET", get, failed=self.failed)  # pyright: ignore[reportPrivateUsage]
         finally:
-            if not self._done:  # the store was closed meanwhile: the connection still goes back
-                await self.discard()
+            await self.discard()  # (the store was closed meanwhile: the connection still goes back)
 
     async def discard(self) -> None:
+        """The answer is read if it comes soon (the connection is reused); a server slower than that is not waited
+        for: the connection is closed instead."""
+        if self.connection is None:
+            return
         try:
-            await self._read()
+            async with asyncio.timeout(min(_DRAIN_WAIT, self.store.pool_timeout)):
+                await self._read()
         except Exception:  # noqa: BLE001, S110 - nothing was waiting for it (and redis-py closed the connection)
             pass
 
     async def _read(self) -> Any:
-        if self._done:
-            return None
-        self._done = True
+        connection, self.connection = self.connection, None
         try:
-            return await self.connection.read_response()
+            return await connection.read_response()
         finally:
-            await self.store.client.connection_pool.release(self.connection)
+            await self.store.client.connection_pool.release(connection)
+
+
+_DRAIN_WAIT = 0.02
+"""Seconds a dropped early read waits for its answer before its connection is closed instead."""
 
 
 def _glob_escape(text: str) -> str:
