@@ -7,8 +7,9 @@ did, run this against both checkouts, alternating:
     PYTHONPATH=/path/to/other/checkout/src python bench/overheads.py
 
 Rows (p50 of blocks of 100 calls, alternating with the rows they are compared to):
-- hit: `cached_agent_run` hits on Redis and on a `MemoryStore`, the Redis floor (GET + decode) and decoding alone;
-  "memory overhead" is the in-memory hit minus decoding: everything a hit does besides reading the entry.
+- hit: `cached_agent_run` hits on Redis (with and without the early read: the GET sent while the key is derived) and
+  on a `MemoryStore`, the Redis floor (GET + decode) and decoding alone; "memory overhead" is the in-memory hit minus
+  decoding: everything a hit does besides reading the entry.
 - miss: a bare `agent.run` and `cached_agent_run` misses (a new prompt each) on Redis, on Redis without claims,
   and on a `MemoryStore`, as overheads over the bare run.
 Starts its own redis-server on a free port (as `bench.py` does). A script, not a test: no targets here.
@@ -51,6 +52,8 @@ async def main(url: str) -> None:
 
     agent = make_agent(str)
     redis, no_claims, memory = RedisStore.from_url(url), RedisStore.from_url(url, claims=False), MemoryStore()
+    no_early = RedisStore.from_url(url)
+    no_early.starts_gets = lambda: False  # type: ignore[method-assign]
     raw = aioredis.from_url(url)
     key = (await cached_agent_run(agent, "q", "hits", store=redis)).cache_key
     await cached_agent_run(agent, "q", "hits", store=memory)
@@ -66,6 +69,7 @@ async def main(url: str) -> None:
         {
             "floor": floor,
             "redis hit": lambda: cached_agent_run(agent, "q", "hits", store=redis),
+            "redis hit, no early read": lambda: cached_agent_run(agent, "q", "hits", store=no_early),
             "memory hit": lambda: cached_agent_run(agent, "q", "hits", store=memory),
             "decode": decoding,
         },
@@ -76,6 +80,8 @@ async def main(url: str) -> None:
     print(f"pyai_caching from {Path(pyai_caching.__file__).parent}")
     print(
         f"hit (µs): floor {us['floor']:.1f}, redis hit {us['redis hit']:.1f} ({us['redis hit'] / us['floor']:.2f}x), "
+        f"without the early read {us['redis hit, no early read']:.1f} "
+        f"({us['redis hit, no early read'] / us['floor']:.2f}x), "
         f"memory hit {us['memory hit']:.1f}, decode {us['decode']:.1f}; "
         f"memory overhead {us['memory hit'] - us['decode']:.1f}"
     )
@@ -100,7 +106,7 @@ async def main(url: str) -> None:
         f"miss overhead over a bare agent.run of {bare * 1e3:.2f} ms: "
         + ", ".join(f"{name} +{(value - bare) * 1e3:.3f} ms" for name, value in misses.items())
     )
-    for store in (redis, no_claims):
+    for store in (redis, no_claims, no_early):
         await store.aclose()
     await raw.aclose()
 
