@@ -278,6 +278,27 @@ def test_key_extra_int_and_str_keys_do_not_collide() -> None:
     assert key(agent, key_extra={"b": 1, "a": 2}) == key(agent, key_extra={"a": 2, "b": 1})
 
 
+def test_histories_differing_only_in_gemini_thought_signatures_get_different_keys() -> None:
+    """Gemini gets a text or tool call part's thought signature back with it (`thought_signature`, or
+    `extra_content` through an OpenAI-compatible endpoint): it carries the model's reasoning into the answer."""
+    agent = Agent(TestModel())
+    request = ModelRequest(parts=[UserPromptPart("Capital of France?")])
+
+    def history(signature: str) -> list[Any]:
+        details = {"thought_signature": signature}
+        return [request, ModelResponse(parts=[TextPart("Paris.", provider_details=details)], provider_name="google-gla")]
+
+    assert key(agent, history=history("c2lnLWE=")) != key(agent, history=history("c2lnLWI="))
+
+    def call(extra: Any) -> list[Any]:
+        part = ToolCallPart("lookup", {"q": "Paris"}, tool_call_id="c1", provider_details={"extra_content": extra})
+        return [request, ModelResponse(parts=[part])]
+
+    assert key(agent, history=call({"google": {"thought_signature": "a"}})) != key(
+        agent, history=call({"google": {"thought_signature": "b"}})
+    )
+
+
 # ----------------------------------------------------------------- should hit
 
 
@@ -289,6 +310,14 @@ def test_a_history_rebuilt_by_hand_ignores_canonical_system() -> None:
     agent = Agent(TestModel())
     request = ModelRequest(parts=[UserPromptPart("Capital of France?")])
     from_api = ModelResponse(parts=[TextPart("Paris.")], provider_name="openai", canonical_system="openai")
+    by_hand = ModelResponse(parts=[TextPart("Paris.")])
+    assert key(agent, history=[request, from_api]) == key(agent, history=[request, by_hand])
+
+
+def test_provider_details_not_sent_back_leave_a_history_s_key_alone() -> None:
+    agent = Agent(TestModel())
+    request = ModelRequest(parts=[UserPromptPart("Capital of France?")])
+    from_api = ModelResponse(parts=[TextPart("Paris.", provider_details={"annotations": []})], provider_name="openai")
     by_hand = ModelResponse(parts=[TextPart("Paris.")])
     assert key(agent, history=[request, from_api]) == key(agent, history=[request, by_hand])
 
