@@ -29,18 +29,7 @@ from ._engine import Missing, Produced, fetch
 from ._events import event_groups, replay_events
 from ._history import to_messages
 from ._identity import rebind
-from ._keys import (
-    UnkeyableError,
-    agent_json,
-    digest_of,
-    digest_of_parts,
-    format_key,
-    remember_agent_json,
-    remembered_agent_json,
-    request_manifest,
-    request_material,
-    rest_json,
-)
+from ._keys import RunKey, UnkeyableError, request_manifest
 from ._logs import logger, warn_once
 from ._registry import Cache, LoopState
 from ._result import CachedAgentRunResult
@@ -73,13 +62,7 @@ class RunCall:
     key_extra: Any
     run_kwargs: dict[str, Any]
     output_type: Any
-    material: dict[str, Any] | None = None
-    """What the key was made of (`_keys.request_material`), once `key` has made it."""
-    _rest_json: bytes = b""
-    _guess: tuple[bytes, str] | None = None
-    """(the agent's material it was guessed from, the key guessed)"""
-    _remember: bool = False
-    """`key` keeps the agent's material for the next call's guess."""
+    _key: RunKey | None = None
 
     @classmethod
     def prepare(
@@ -230,41 +213,27 @@ class RunCall:
 
     # -- what a run keys and stores
 
+    @property
+    def material(self) -> dict[str, Any] | None:
+        """What the key was made of (`_keys.request_material`), once `key` has made it."""
+        return None if self._key is None else self._key.material
+
     def key(self, namespace: str) -> str:
         """The run's key (its material kept for the manifest).
 
         Raises:
             UnkeyableError: part of the run has no stable data form.
         """
-        guessed = self._guess
-        if guessed is None or self.material is None:
-            self.material = request_material(self.agent, self.prompt, self.history, self.run_kwargs, self.key_extra)
-        if not self._remember:
-            return format_key(namespace, self.task_name, digest_of(self.material))
-        agent = agent_json(self.material)
-        remember_agent_json(self.agent, self.run_kwargs, agent)
-        if guessed is not None and guessed[0] == agent:
-            return guessed[1]
-        rest = self._rest_json if guessed is not None else rest_json(self.material)
-        return format_key(namespace, self.task_name, digest_of_parts(agent, rest))
+        return self._run_key().derive(namespace, self.task_name)
 
     def key_guess(self, namespace: str) -> str | None:
-        """The key this run would have with the agent as it was on its last call (cheap: the agent's part of the
-        material is not encoded), or None. Only a guess, to send the store read early; `key` says what it is and
-        remembers the agent's part for the next call's guess."""
-        self._remember = True
-        remembered = remembered_agent_json(self.agent, self.run_kwargs)
-        if remembered is None:
-            return None
-        try:
-            material = request_material(self.agent, self.prompt, self.history, self.run_kwargs, self.key_extra)
-            self._rest_json = rest_json(material)
-        except UnkeyableError:  # `key` raises it
-            return None
-        self.material = material
-        guess = format_key(namespace, self.task_name, digest_of_parts(remembered, self._rest_json))
-        self._guess = (remembered, guess)
-        return guess
+        """A guess at the run's key, to send the store read early (`_keys.RunKey.guess`); `key` says what it is."""
+        return self._run_key().guess(namespace, self.task_name)
+
+    def _run_key(self) -> RunKey:
+        if self._key is None:
+            self._key = RunKey(self.agent, self.prompt, self.history, self.run_kwargs, self.key_extra)
+        return self._key
 
     def manifest(self) -> Any:
         """The key's manifest (what it was made of, to explain misses), or None if it cannot be made."""

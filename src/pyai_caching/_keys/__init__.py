@@ -22,16 +22,13 @@ from ._canonical import UnkeyableError, canonical_json  # first: it completes th
 from ._agent import (
     KEY_VERSION,
     RUN_KWARGS_NOT_IN_KEY,
-    agent_json,
     digest_of,
-    digest_of_parts,
     effective_model_name,
     format_key,
     request_digest,
     request_material,
-    rest_json,
 )
-from ._guess import remember_agent_json, remembered_agent_json
+from ._run_key import RunKey, agent_json, digest_of_parts, rest_json
 from ._manifest import request_manifest
 
 __all__ = (
@@ -46,8 +43,7 @@ __all__ = (
     "agent_json",
     "rest_json",
     "digest_of_parts",
-    "remember_agent_json",
-    "remembered_agent_json",
+    "RunKey",
     "request_manifest",
     "format_key",
 )

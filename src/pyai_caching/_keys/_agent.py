@@ -20,9 +20,6 @@ __all__ = (
     "effective_model_name",
     "request_material",
     "digest_of",
-    "agent_json",
-    "rest_json",
-    "digest_of_parts",
     "request_digest",
     "format_key",
 )
@@ -251,30 +248,6 @@ def digest_of(material: Mapping[str, Any]) -> str:
         UnkeyableError: part of it has no stable data form.
     """
     return hashlib.sha256(canonical_json(material)).hexdigest()
-
-
-def agent_json(material: Mapping[str, Any]) -> bytes:
-    """The canonical JSON of the agent's part of `request_material` (most of the work of a key).
-
-    Raises:
-        UnkeyableError: part of it has no stable data form.
-    """
-    return canonical_json(material["agent"])
-
-
-def rest_json(material: Mapping[str, Any]) -> bytes:
-    """The canonical JSON of the rest of `request_material` (prompt, history, `key_extra`).
-
-    Raises:
-        UnkeyableError: part of it has no stable data form.
-    """
-    return canonical_json({k: v for k, v in material.items() if k != "agent"})
-
-
-def digest_of_parts(agent: bytes, rest: bytes) -> str:
-    """`digest_of(material)` from `agent_json(material)` and `rest_json(material)`: the same bytes hashed (`"agent"`
-    sorts first among the material's keys)."""
-    return hashlib.sha256(b'{"agent":' + agent + b"," + rest[1:]).hexdigest()
 
 
 def request_digest(
