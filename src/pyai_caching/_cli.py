@@ -7,13 +7,10 @@ this module, so `import pyai_caching` never loads either library.
 from __future__ import annotations
 
 import asyncio
-import functools
-import os
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
@@ -21,119 +18,30 @@ from . import __version__
 from . import _cli_data as data
 from . import _cli_output as out
 from ._clearing import matching_keys
-from ._config import (
-    ENV_DIR,
-    ENV_NAMESPACE,
-    ENV_REDIS_URL,
-    StoreSpec,
-    check_task_name,
-    resolve_namespace,
-    resolve_store_spec,
-    resolve_ttl,
+from ._cli_options import (
+    CONFIRM_ABOVE,
+    DIRECTORY,
+    EXISTING_DIRECTORY,
+    Duration,
+    StoreOptions,
+    add_store_options,
+    confirm_deletion,
+    json_option,
+    run_with_store,
+    task_option,
+    with_store,
 )
+from ._config import ENV_REDIS_URL, resolve_namespace, resolve_ttl
 from ._explain import differences
-from ._registry import _open as open_spec  # pyright: ignore[reportPrivateUsage]
 from ._reports import get_stats
-from .exceptions import CacheError, ConfigurationError, PyaiCachingError
+from .exceptions import CacheError, PyaiCachingError
 from .stats import TaskStats
 from .stores import FixtureStore, Store
 
 __all__ = ("cli", "main")
 
-T = TypeVar("T")
-CONFIRM_ABOVE = 5
-"""Deleting more entries than this asks first (unless `--yes`)."""
 _USER_ERRORS = (PyaiCachingError, ValueError, NotImplementedError)
 """Raised for a user's mistake or an unreachable store: one line on stderr, exit code 1, no traceback."""
-
-
-# --- parameters ------------------------------------------------------------------------------------------------
-
-
-class Duration(click.ParamType):
-    """A click parameter holding a duration (`30s`, `15m`, `12h`, `7d`, `1h30m`), as seconds."""
-
-    name = "duration"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        if isinstance(value, (int, float)):
-            return float(value)
-        try:
-            return data.parse_duration(value)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-def _task_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """Check `--task` as a key part (a usage error, exit code 2, if it cannot be one)."""
-    if value is not None:
-        try:
-            check_task_name(value)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc)) from None
-    return value
-
-
-# --- stores ----------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StoreOptions:
-    """Which store and namespace a command works on: `--redis-url`, `--dir`, `--namespace`."""
-
-    redis_url: str | None = None
-    directory: Path | None = None
-    namespace: str | None = None
-
-    def under(self, outer: StoreOptions | None) -> StoreOptions:
-        """These options (given after the command), completed by `outer` (given before it)."""
-        if outer is None:
-            return self
-        chosen = self if self.redis_url is not None or self.directory is not None else outer
-        namespace = self.namespace if self.namespace is not None else outer.namespace
-        return StoreOptions(chosen.redis_url, chosen.directory, namespace)
-
-
-def open_store(options: StoreOptions) -> Store:
-    """`--redis-url`, else `--dir`, else `LLM_CACHE_REDIS_URL`, else `LLM_CACHE_DIR`.
-
-    Raises:
-        click.UsageError: both `--redis-url` and `--dir`.
-        ConfigurationError: none of them, or not a Redis URL.
-    """
-    if options.redis_url is not None and options.directory is not None:
-        raise click.UsageError("--redis-url and --dir name two stores: give one of them")
-    if options.redis_url is not None:
-        spec = StoreSpec("redis", options.redis_url)  # its URL is checked by RedisStore.from_url
-    elif options.directory is not None:
-        spec = StoreSpec("local", str(options.directory))
-    elif os.environ.get(ENV_REDIS_URL) or os.environ.get(ENV_DIR):
-        spec = resolve_store_spec(None)
-    else:
-        raise ConfigurationError(
-            f"no cache store configured: pass --redis-url URL or --dir PATH, or set {ENV_REDIS_URL} or {ENV_DIR}"
-        )
-    return open_spec(spec)  # as the library opens a configured store
-
-
-def run_with_store(options: StoreOptions, work: Callable[[Store, str], Awaitable[T]]) -> T:
-    """Run `work(store, namespace)` with `asyncio.run`, then close the store."""
-    namespace = resolve_namespace(options.namespace)
-
-    async def main() -> T:
-        store = open_store(options)
-        try:
-            return await work(store, namespace)
-        finally:
-            await store.aclose()
-
-    return asyncio.run(main())
-
-
-def confirm_deletion(count: int, yes: bool, what: str) -> None:
-    """Ask before deleting more than `CONFIRM_ABOVE` entries (on stderr); a no aborts (exit code 1)."""
-    if count > CONFIRM_ABOVE and not yes:
-        click.confirm(f"Delete {out.entries(count)} {what}?", abort=True, err=True)
 
 
 # --- the command group -----------------------------------------------------------------------------------------
@@ -152,38 +60,8 @@ class _Group(click.Group):
             raise click.ClickException(message) from None
 
 
-_DIRECTORY = click.Path(file_okay=False, path_type=Path)
-_EXISTING_DIRECTORY = click.Path(exists=True, file_okay=False, path_type=Path)
-_STORE_OPTIONS = (
-    click.option(
-        "--redis-url", metavar="URL", help=f"Redis store (redis://, rediss://, unix://); default ${ENV_REDIS_URL}."
-    ),
-    click.option("--dir", "directory", metavar="PATH", type=_DIRECTORY, help=f"Embedded store; default ${ENV_DIR}."),
-    click.option("--namespace", metavar="NS", help=f"Key prefix; default ${ENV_NAMESPACE} or pyai_caching."),
-)
-_json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
-
-
-def with_store(command: Callable[..., T]) -> Callable[..., T]:
-    """Give a command the store options too (after its name), merged with the group's into `where`."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, redis_url: str | None, directory: Path | None, namespace: str | None, **kwargs: Any) -> T:
-        outer = click.get_current_context().find_object(StoreOptions)
-        return command(*args, where=StoreOptions(redis_url, directory, namespace).under(outer), **kwargs)
-
-    return _add_store_options(wrapper)
-
-
-def _add_store_options(command: Callable[..., T]) -> Callable[..., T]:
-    """`--redis-url`, `--dir`, `--namespace` on `command`."""
-    for option in reversed(_STORE_OPTIONS):
-        command = option(command)
-    return command
-
-
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@_add_store_options
+@add_store_options
 @click.version_option(__version__, prog_name="pyai-caching")
 @click.pass_context
 def cli(ctx: click.Context, redis_url: str | None, directory: Path | None, namespace: str | None) -> None:
@@ -196,8 +74,8 @@ def cli(ctx: click.Context, redis_url: str | None, directory: Path | None, names
 
 
 @cli.command()
-@click.option("--task", callback=_task_option, metavar="TASK", help="Only this task.")
-@_json_option
+@click.option("--task", callback=task_option, metavar="TASK", help="Only this task.")
+@json_option
 @with_store
 def stats(task: str | None, as_json: bool, where: StoreOptions) -> None:
     """Entries, hits, misses, hit rate, spend, savings and time saved, per task and in total."""
@@ -212,10 +90,10 @@ def stats(task: str | None, as_json: bool, where: StoreOptions) -> None:
 
 
 @cli.command()
-@click.option("--task", callback=_task_option, metavar="TASK", help="Only this task's entries.")
+@click.option("--task", callback=task_option, metavar="TASK", help="Only this task's entries.")
 @click.option("--older-than", type=Duration(), metavar="DURATION", help="Only entries written longer ago (12h, 1h30m).")
 @click.option("--yes", "-y", is_flag=True, help=f"Do not ask before deleting more than {CONFIRM_ABOVE} entries.")
-@_json_option
+@json_option
 @with_store
 def clear(task: str | None, older_than: float | None, yes: bool, as_json: bool, where: StoreOptions) -> None:
     """Delete entries of the namespace (every key version; counters stay)."""
@@ -230,9 +108,9 @@ def clear(task: str | None, older_than: float | None, yes: bool, as_json: bool, 
 
 
 @cli.command("export")
-@click.option("--to", "to", required=True, metavar="DIR", type=_DIRECTORY, help="Recordings directory to write.")
-@click.option("--task", callback=_task_option, metavar="TASK", help="Only this task's entries.")
-@_json_option
+@click.option("--to", "to", required=True, metavar="DIR", type=DIRECTORY, help="Recordings directory to write.")
+@click.option("--task", callback=task_option, metavar="TASK", help="Only this task's entries.")
+@json_option
 @with_store
 def export_entries(to: Path, task: str | None, as_json: bool, where: StoreOptions) -> None:
     """Copy entries of the current key version from the store into a FixtureStore directory (recordings)."""
@@ -251,10 +129,10 @@ def export_entries(to: Path, task: str | None, as_json: bool, where: StoreOption
 
 
 @cli.command("import")
-@click.option("--from", "source", required=True, metavar="DIR", type=_EXISTING_DIRECTORY, help="Recordings to read.")
-@click.option("--task", callback=_task_option, metavar="TASK", help="Only this task's entries.")
+@click.option("--from", "source", required=True, metavar="DIR", type=EXISTING_DIRECTORY, help="Recordings to read.")
+@click.option("--task", callback=task_option, metavar="TASK", help="Only this task's entries.")
 @click.option("--ttl", type=float, metavar="SECONDS", help="Lifetime of the copies; default $LLM_CACHE_TTL or 15 days.")
-@_json_option
+@json_option
 @with_store
 def import_entries(source: Path, task: str | None, ttl: float | None, as_json: bool, where: StoreOptions) -> None:
     """Copy entries from a FixtureStore directory into the store (warm a cache from recordings)."""
@@ -276,7 +154,7 @@ def import_entries(source: Path, task: str | None, ttl: float | None, as_json: b
 @cli.command("explain")
 @click.argument("key")
 @click.argument("other_key", required=False)
-@_json_option
+@json_option
 @with_store
 def explain_command(key: str, other_key: str | None, as_json: bool, where: StoreOptions) -> None:
     """Show the entry under KEY: status, age, model, cost and its manifest.
@@ -298,7 +176,7 @@ def explain_command(key: str, other_key: str | None, as_json: bool, where: Store
 
 @cli.command()
 @click.option("--yes", "-y", is_flag=True, help=f"Do not ask before deleting more than {CONFIRM_ABOVE} entries.")
-@_json_option
+@json_option
 @with_store
 def prune(yes: bool, as_json: bool, where: StoreOptions) -> None:
     """Delete entries no call can read: older key versions, and values that are not an entry."""
@@ -317,7 +195,7 @@ def prune(yes: bool, as_json: bool, where: StoreOptions) -> None:
 @cli.command()
 @click.option("--requests", type=click.IntRange(min=1), default=25, show_default=True, help="Questions to ask.")
 @click.option("--latency", type=click.FloatRange(min=0), default=0.6, show_default=True, help="Model latency (s).")
-@click.option("--dir", "directory", metavar="PATH", type=_DIRECTORY, help="Cache directory to keep; default a new one.")
+@click.option("--dir", "directory", metavar="PATH", type=DIRECTORY, help="Cache directory to keep; default a new one.")
 @click.pass_obj
 def demo(options: StoreOptions | None, requests: int, latency: float, directory: Path | None) -> None:
     """Run the offline FAQ-bot demo (simulated gpt-4o-mini, no API key) through the cache."""
