@@ -250,3 +250,17 @@ async def test_a_store_that_reads_its_own_way_is_read_with_its_own_get(redis_url
     assert [r.cached for r in results] == [False, True, True, True] and calls == ["q"]
     assert not store.starts_gets() and await store.start_get("q") is None
     await store.aclose()
+
+
+async def test_an_early_read_leaves_its_connection_s_timeout_as_it_was(redis_url: str) -> None:
+    """The GET is written under a timer of the store's own (no task per write); the connection keeps its read
+    timeout for the answer and for every command after it."""
+    store = RedisStore.from_url(redis_url, timeout=0.75)
+    await store.set("k", b"v", None)
+    pending = await store.start_get("k")
+    assert pending is not None
+    connection = pending.connection  # type: ignore[attr-defined]
+    assert connection.socket_timeout == 0.75
+    assert await pending.result() == b"v"
+    assert all(c.socket_timeout == 0.75 for c in store.client.connection_pool._available_connections)  # pyright: ignore
+    await store.aclose()
