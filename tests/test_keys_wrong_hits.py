@@ -299,6 +299,25 @@ def test_histories_differing_only_in_gemini_thought_signatures_get_different_key
     )
 
 
+def test_histories_differing_only_in_what_the_responses_api_gets_back_get_different_keys() -> None:
+    """`OpenAIResponsesModel` sends a text's `phase` (`commentary`, `final_answer`) and a tool call's `namespace` (a
+    tool found by tool search) back with them; a history without them is another request too."""
+    agent = Agent(TestModel())
+    request = ModelRequest(parts=[UserPromptPart("Capital of France?")])
+
+    def text(details: Any) -> list[Any]:
+        return [request, ModelResponse(parts=[TextPart("Paris.", provider_details=details)], provider_name="openai")]
+
+    keys = {key(agent, history=text(d)) for d in ({"phase": "commentary"}, {"phase": "final_answer"}, None)}
+    assert len(keys) == 3
+
+    def call(namespace: str) -> list[Any]:
+        part = ToolCallPart("lookup", {"q": "Paris"}, tool_call_id="c1", provider_details={"namespace": namespace})
+        return [request, ModelResponse(parts=[part], provider_name="openai")]
+
+    assert key(agent, history=call("a")) != key(agent, history=call("b"))
+
+
 # ----------------------------------------------------------------- should hit
 
 
@@ -310,14 +329,6 @@ def test_a_history_rebuilt_by_hand_ignores_canonical_system() -> None:
     agent = Agent(TestModel())
     request = ModelRequest(parts=[UserPromptPart("Capital of France?")])
     from_api = ModelResponse(parts=[TextPart("Paris.")], provider_name="openai", canonical_system="openai")
-    by_hand = ModelResponse(parts=[TextPart("Paris.")])
-    assert key(agent, history=[request, from_api]) == key(agent, history=[request, by_hand])
-
-
-def test_provider_details_not_sent_back_leave_a_history_s_key_alone() -> None:
-    agent = Agent(TestModel())
-    request = ModelRequest(parts=[UserPromptPart("Capital of France?")])
-    from_api = ModelResponse(parts=[TextPart("Paris.", provider_details={"annotations": []})], provider_name="openai")
     by_hand = ModelResponse(parts=[TextPart("Paris.")])
     assert key(agent, history=[request, from_api]) == key(agent, history=[request, by_hand])
 

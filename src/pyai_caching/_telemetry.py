@@ -21,6 +21,7 @@ from ._config import env
 __all__ = ("annotate", "count", "run_span", "tracing")
 
 _TRACER = trace.get_tracer("pyai_caching")
+_GET_TRACER_PROVIDER = trace.get_tracer_provider
 _NAMESPACE = "pyai_caching"
 
 STATUSES = ("hit", "miss", "bypass", "replay_miss", "error")
@@ -28,7 +29,11 @@ STATUSES = ("hit", "miss", "bypass", "replay_miss", "error")
 
 def tracing() -> bool:
     """Whether a tracer provider is installed (`run_span` makes spans only then)."""
-    if getattr(trace, "_TRACER_PROVIDER", False) is None and env(OTEL_PYTHON_TRACER_PROVIDER) is None:
+    if (
+        getattr(trace, "_TRACER_PROVIDER", False) is None
+        and env(OTEL_PYTHON_TRACER_PROVIDER) is None
+        and trace.get_tracer_provider is _GET_TRACER_PROVIDER  # (not replaced, as a test's mock.patch does)
+    ):
         return False  # none set, and none to load: what `get_tracer_provider` finds, without its `os.environ` check
     return not isinstance(trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 

@@ -52,15 +52,12 @@ _VOLATILE_MESSAGE_FIELDS = (
 # Not `state`: a `'suspended'` or `'interrupted'` message makes the next run continue or retry it.
 # Not `provider_name`: PydanticAI sends thinking signatures and native tool parts back only to their own
 # provider (and it is None, so left out, on the text parts of a history rebuilt by hand).
-_VOLATILE_PART_FIELDS = ("timestamp", "id", "provider_details")
-# The parts whose `id` and `provider_details` only name a provider's item (a text or tool call it returned). On any
-# other part they are content the model receives: a compaction's id and encrypted content, an instruction's id
-# (rendered into the text), a thinking part's or native tool call's provider data. Those are keyed.
+_VOLATILE_PART_FIELDS = ("timestamp", "id")
+# The parts whose `id` only names a provider's item (a text or tool call it returned). On any other part it is content
+# the model receives: a compaction's id, an instruction's id (rendered into the text). Provider details are keyed on
+# every part: PydanticAI sends them back (Gemini's thought signatures, the Responses API's `phase` of a text and
+# `namespace` of a tool call, Anthropic's raw citations, a thinking part's or native tool call's provider data).
 _ITEM_ID_KINDS = frozenset({"text", "tool-call", "tool-return", "retry-prompt", "user-prompt", "system-prompt"})
-# What a provider stores in those parts' `provider_details` and receives back with them: Gemini's thought signatures
-# (`thought_signature`; `extra_content` through OpenAI-compatible endpoints). They carry the model's reasoning into
-# the next request, so they are keyed; the rest of those details is not.
-_SENT_PROVIDER_DETAILS = ("thought_signature", "extra_content")
 # Private fields of message parts that are sent to the model (`ImageUrl(media_type=..., identifier=...)`).
 _PRIVATE_PART_FIELDS = ("_media_type", "_identifier")
 
@@ -114,8 +111,6 @@ def _handler_for(cls: type) -> Callable[[Any], Any]:  # noqa: C901 - one flat di
         names, type_name = _data_fields(cls)
         if type_name is None:  # messages and parts: their fields, those left at None left out (a field added
             # later as None keeps keys stable)
-            if getattr(cls, "part_kind", None) in _ITEM_ID_KINDS and "provider_details" in _all_fields(cls):
-                return functools.partial(_item_part_data, names)
             return lambda obj: {name: value for name in names if (value := getattr(obj, name, None)) is not None}
         return functools.partial(_tagged_dataclass, names, type_name)
     if issubclass(cls, Model):
@@ -150,17 +145,6 @@ def _handler_for(cls: type) -> Callable[[Any], Any]:  # noqa: C901 - one flat di
     if issubclass(cls, TemplateStr):
         return lambda obj: {"__template__": obj._source}  # pyright: ignore[reportPrivateUsage]
     return _other_data
-
-
-def _item_part_data(names: tuple[str, ...], part: Any) -> dict[str, Any]:
-    """A text or tool part: its fields, and of its provider details only what is sent back (`_SENT_PROVIDER_DETAILS`)."""
-    data = {name: value for name in names if (value := getattr(part, name, None)) is not None}
-    details = part.provider_details
-    if details:
-        sent = {k: details[k] for k in _SENT_PROVIDER_DETAILS if k in details}
-        if sent:
-            data["provider_details"] = sent
-    return data
 
 
 def _tagged_dataclass(names: tuple[str, ...], type_name: str, obj: Any) -> dict[str, Any]:
