@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from ..exceptions import CacheError
 from ._base import PendingGet, Store
 from ._redis_claims import RedisClaims
+from ._redis_early import EARLY_READS, PendingRedisGet, send, string
 from ._redis_urls import REDIS_SCHEMES, client_for_url
 
 __all__ = ("RedisStore", "REDIS_SCHEMES")
@@ -95,14 +96,14 @@ class RedisStore(RedisClaims, Store):
     async def get(self, key: str) -> bytes | None:
         """The string under `key`; a value of another type there (a hash, a list: not ours) reads as empty bytes,
         an unreadable entry, which the next answer overwrites, rather than as a store refusing reads."""
-        return await self._call("GET", lambda: _string(self.client.get(key)))
+        return await self._call("GET", lambda: string(self.client.get(key)))
 
     def starts_gets(self) -> bool:
         """A plain client and this class's own `get` only: a Cluster, a single-connection client, a subclass of
         `Redis` or a subclass of this store that reads its own way read with `get`."""
         client = self.client
         return (
-            _EARLY_READS
+            EARLY_READS
             and type(client) is Redis
             and client.connection is None
             and type(self).get is RedisStore.get
@@ -118,16 +119,16 @@ class RedisStore(RedisClaims, Store):
         try:
             connection = await pool.get_connection()
         except (*_POOL_EXHAUSTED, *_STORE_ERRORS) as exc:
-            return _PendingRedisGet(self, key, None, failed=exc)
+            return PendingRedisGet(self, key, None, failed=exc)
         try:
-            await _send(connection, "GET", key)
+            await send(connection, "GET", key)
         except BaseException as exc:
             await connection.disconnect(nowait=True)
             await pool.release(connection)
             if isinstance(exc, _STORE_ERRORS):
-                return _PendingRedisGet(self, key, None, failed=exc)
+                return PendingRedisGet(self, key, None, failed=exc)
             raise
-        return _PendingRedisGet(self, key, connection)
+        return PendingRedisGet(self, key, connection)
 
     async def set(self, key: str, value: bytes, ttl: float | None) -> None:
         px = None if ttl is None else max(1, int(ttl * 1000))
@@ -235,84 +236,6 @@ class RedisStore(RedisClaims, Store):
                     timed_out = True
                     continue
                 raise CacheError(f"Redis {what} failed: {exc!r}") from exc
-
-
-async def _send(connection: Any, *args: Any) -> None:
-    """`connection.send_command(*args)` bounded by the connection's `socket_timeout` under a timer of our own: redis-py
-    bounds a write with `asyncio.wait_for`, which runs it as a task of its own (an extra turn of the event loop, tens
-    of microseconds). The connection is checked out of its pool: nothing else uses it meanwhile."""
-    timeout = connection.socket_timeout
-    if not timeout:
-        await connection.send_command(*args)
-        return
-    connection.socket_timeout = None
-    try:
-        async with asyncio.timeout(timeout):
-            await connection.send_command(*args)
-    finally:
-        connection.socket_timeout = timeout
-
-
-_EARLY_READS = tuple(int(p) for p in redis.__version__.split(".")[:2] if p.isdigit()) >= (5, 3)
-"""`ConnectionPool.get_connection()` without a command name (redis-py 5.3 and newer)."""
-
-
-async def _string(read: Awaitable[Any]) -> bytes | None:
-    """A GET's answer; a value of another type under the key reads as empty bytes (an unreadable entry)."""
-    try:
-        return await read  # type: ignore[no-any-return]
-    except redis.exceptions.ResponseError as exc:
-        if str(exc).startswith("WRONGTYPE"):
-            return b""
-        raise
-
-
-@dataclass(eq=False)
-class _PendingRedisGet(PendingGet):
-    """A GET sent on `connection` (None: it could not be sent, `failed` says why), which goes back to the pool once
-    its answer is read (redis-py disconnects a connection whose read fails or is cancelled, so an answer never
-    reaches the next command)."""
-
-    store: RedisStore
-    key: str
-    connection: Any
-    failed: Exception | None = None
-
-    async def result(self) -> bytes | None:
-        """The answer, retried as `get` retries (the retry is a new GET)."""
-        store, key = self.store, self.key
-
-        async def get() -> bytes | None:
-            if self.connection is None:
-                return await _string(store.client.get(key))
-            return await _string(self._read())
-
-        try:
-            return await store._call("GET", get, failed=self.failed)  # pyright: ignore[reportPrivateUsage]
-        finally:
-            await self.discard()  # (the store was closed meanwhile: the connection still goes back)
-
-    async def discard(self) -> None:
-        """The answer is read if it comes soon (the connection is reused); a server slower than that is not waited
-        for: the connection is closed instead."""
-        if self.connection is None:
-            return
-        try:
-            async with asyncio.timeout(min(_DRAIN_WAIT, self.store.pool_timeout)):
-                await self._read()
-        except Exception:  # noqa: BLE001, S110 - nothing was waiting for it (and redis-py closed the connection)
-            pass
-
-    async def _read(self) -> Any:
-        connection, self.connection = self.connection, None
-        try:
-            return await connection.read_response()
-        finally:
-            await self.store.client.connection_pool.release(connection)
-
-
-_DRAIN_WAIT = 0.02
-"""Seconds a dropped early read waits for its answer before its connection is closed instead."""
 
 
 def _glob_escape(text: str) -> str:
