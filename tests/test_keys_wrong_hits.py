@@ -333,6 +333,27 @@ def test_a_history_rebuilt_by_hand_ignores_canonical_system() -> None:
     assert key(agent, history=[request, from_api]) == key(agent, history=[request, by_hand])
 
 
+def test_a_part_subclassed_outside_pydantic_ai_messages_is_keyed_as_the_part_it_extends() -> None:
+    """Typed tool parts (`ToolSearchReturnPart`) and a user's own subclasses are sent as the part they extend: their
+    timestamps are not content, so a history regenerated or rebuilt hits."""
+
+    @dataclass(repr=False)
+    class AuditedReturn(ToolReturnPart):
+        pass
+
+    agent = Agent(TestModel())
+    call = ModelResponse(parts=[ToolCallPart("lookup", {"q": "Paris"}, tool_call_id="c1")])
+
+    def history(part: Any) -> list[Any]:
+        return [ModelRequest(parts=[UserPromptPart("Capital of France?")]), call, ModelRequest(parts=[part])]
+
+    first = AuditedReturn("lookup", "Paris", tool_call_id="c1", timestamp=datetime(2024, 1, 1))
+    again = AuditedReturn("lookup", "Paris", tool_call_id="c1", timestamp=datetime(2025, 6, 1))
+    other = AuditedReturn("lookup", "Lyon", tool_call_id="c1", timestamp=datetime(2024, 1, 1))
+    assert key(agent, history=history(first)) == key(agent, history=history(again))
+    assert key(agent, history=history(first)) != key(agent, history=history(other))
+
+
 def test_arguments_passed_as_none_are_arguments_left_out() -> None:
     agent = Agent(TestModel())
     assert key(agent, instructions=None) == key(agent)

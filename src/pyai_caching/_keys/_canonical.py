@@ -192,12 +192,18 @@ def _data_fields(cls: type) -> tuple[tuple[str, ...], str | None]:
     names = [n for n in fields if not n.startswith("_") or n in _PRIVATE_PART_FIELDS]
     if issubclass(cls, (_messages.ModelRequest, _messages.ModelResponse)):
         return tuple(n for n in names if n not in _VOLATILE_MESSAGE_FIELDS), None
-    if cls.__module__ == _messages.__name__ and ("part_kind" in names or "kind" in names):
+    if _is_message_part(cls) and ("part_kind" in names or "kind" in names):
         kind = getattr(cls, "part_kind", None)
         volatile = _VOLATILE_PART_FIELDS if kind in _ITEM_ID_KINDS else ("timestamp",)
         return tuple(n for n in names if n not in volatile), None
     # other dataclasses (capabilities such as `Hooks`, whose hooks live in `_registry`): every field but a run's state
     return tuple(n for n in fields if n not in _STATE_FIELDS), qualname(cls)
+
+
+def _is_message_part(cls: type) -> bool:
+    """A part of a message: a dataclass of `pydantic_ai.messages`, or a subclass of one (the typed tool call and return
+    parts PydanticAI defines elsewhere, `ToolSearchReturnPart`; a user's own), sent as the part it extends."""
+    return any(base.__module__ == _messages.__name__ and dataclasses.is_dataclass(base) for base in cls.__mro__)
 
 
 _STATE_FIELDS = frozenset({"_step", "_pending", "_lock", "_tasks", "_entered_count", "_cache", "_client"})
