@@ -129,3 +129,13 @@ async def test_metrics_count_calls_by_status_and_money_by_task() -> None:
     assert points[("pyai_caching.calls", (("pyai_caching.cache.status", "miss"), task))] == 1
     assert points[("pyai_caching.cost.spent", (task,))] == pytest.approx(miss.cost)
     assert points[("pyai_caching.cost.saved", (task,))] == pytest.approx(miss.cost)
+
+
+def test_tracing_is_read_from_opentelemetry_whenever_it_could_say_yes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tracing()` answers "no" by itself only where `get_tracer_provider` would give the proxy: no provider set,
+    none named in the environment, and the function not replaced (a test's patch returning a real provider)."""
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
+    assert not _telemetry.tracing()
+    provider = TracerProvider()
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
+    assert _telemetry.tracing()

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._agent import RUN_KWARGS_NOT_IN_KEY, digest_of, format_key, request_material
-from ._canonical import canonical_json
+from ._canonical import UnkeyableError, canonical_json
 
-__all__ = ("RunKey", "agent_json", "rest_json", "digest_of_parts")
+__all__ = ("RunKey", "agent_json", "digest_of_parts", "rest_json")
 
 
 @dataclass(slots=True)
@@ -48,7 +48,7 @@ class RunKey:
         try:
             material = self._material()
             self._rest = rest_json(material)
-        except TypeError:  # an `UnkeyableError`: `derive` raises it
+        except UnkeyableError:  # `derive` raises it
             return None
         self.material = material
         guessed = format_key(namespace, task_name, digest_of_parts(remembered, self._rest))
@@ -67,9 +67,9 @@ class RunKey:
         if not self._remember:
             return format_key(namespace, task_name, digest_of(self.material))
         agent = agent_json(self.material)
-        _remember_agent_json(self.agent, self.run_kwargs, agent)
-        if guessed is not None and guessed[0] == agent:
+        if guessed is not None and guessed[0] == agent:  # (remembered already)
             return guessed[1]
+        _remember_agent_json(self.agent, self.run_kwargs, agent)
         rest = self._rest if guessed is not None else rest_json(self.material)
         return format_key(namespace, task_name, digest_of_parts(agent, rest))
 

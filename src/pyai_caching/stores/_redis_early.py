@@ -14,7 +14,7 @@ from ._base import PendingGet
 if TYPE_CHECKING:
     from .redis import RedisStore
 
-__all__ = ("EARLY_READS", "PendingRedisGet", "send", "string")
+__all__ = ("EARLY_READS", "PendingRedisGet", "get_reply", "send")
 
 
 async def send(connection: Any, *args: Any) -> None:
@@ -37,7 +37,7 @@ EARLY_READS = tuple(int(p) for p in redis.__version__.split(".")[:2] if p.isdigi
 """`ConnectionPool.get_connection()` without a command name (redis-py 5.3 and newer)."""
 
 
-async def string(read: Awaitable[Any]) -> bytes | None:
+async def get_reply(read: Awaitable[Any]) -> bytes | None:
     """A GET's answer; a value of another type under the key reads as empty bytes (an unreadable entry)."""
     try:
         return await read  # type: ignore[no-any-return]
@@ -64,8 +64,8 @@ class PendingRedisGet(PendingGet):
 
         async def get() -> bytes | None:
             if self.connection is None:
-                return await string(store.client.get(key))
-            return await string(self._read())
+                return await get_reply(store.client.get(key))
+            return await get_reply(self._read())
 
         try:
             return await store._call("GET", get, failed=self.failed)  # pyright: ignore[reportPrivateUsage]

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from ..exceptions import CacheError
 from ._base import PendingGet, Store
 from ._redis_claims import RedisClaims
-from ._redis_early import EARLY_READS, PendingRedisGet, send, string
+from ._redis_early import EARLY_READS, PendingRedisGet, get_reply, send
 from ._redis_urls import REDIS_SCHEMES, client_for_url
 
 __all__ = ("RedisStore", "REDIS_SCHEMES")
@@ -96,7 +96,7 @@ class RedisStore(RedisClaims, Store):
     async def get(self, key: str) -> bytes | None:
         """The string under `key`; a value of another type there (a hash, a list: not ours) reads as empty bytes,
         an unreadable entry, which the next answer overwrites, rather than as a store refusing reads."""
-        return await self._call("GET", lambda: string(self.client.get(key)))
+        return await self._call("GET", lambda: get_reply(self.client.get(key)))
 
     def starts_gets(self) -> bool:
         """A plain client and this class's own `get` only: a Cluster, a single-connection client, a subclass of
