@@ -157,6 +157,22 @@ async def test_the_manifest_holds_no_secret_header_and_names_no_api_key() -> Non
     assert manifest["items"]["model_settings.extra_headers"].startswith("#")  # a digest, not the headers
 
 
+async def test_the_manifest_of_an_agent_changed_in_place_is_its_new_configuration() -> None:
+    """The agent's part of a manifest is worked out once per configuration: a changed agent gets its own."""
+    store, agent = MemoryStore(), make_agent(model_settings={"temperature": 0.1})
+    manifests = []
+    for temperature, prompt in ((0.1, "a"), (0.1, "b"), (0.7, "c"), (0.1, "d")):
+        agent.model_settings = {"temperature": temperature}
+        data = await store.get(await recorded(store, agent, prompt))
+        assert data is not None
+        manifests.append(read_manifest(data)["items"])
+    assert [m["model_settings.temperature"] for m in manifests] == ["0.1", "0.1", "0.7", "0.1"]
+    assert len({m["prompt"] for m in manifests}) == 4  # the rest is each call's own
+    assert {k: v for k, v in manifests[0].items() if k != "prompt"} == {
+        k: v for k, v in manifests[3].items() if k != "prompt"
+    }
+
+
 @pytest.mark.redis_server
 async def test_explanations_work_on_redis(redis_url: str) -> None:
     store = RedisStore.from_url(redis_url)

@@ -240,7 +240,7 @@ class RunCall:
         if self.material is None:
             return None
         try:
-            return request_manifest(self.material)
+            return request_manifest(self.material, self._key.agent_json if self._key is not None else None)
         except Exception as exc:  # noqa: BLE001 - an entry without a manifest is still an entry
             logger.debug("no manifest for task %r: %s", self.task_name, exc)
             return None

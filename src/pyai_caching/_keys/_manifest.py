@@ -30,9 +30,29 @@ _SHOWN_STRING = 80  # characters; longer settings are shown as digests
 _SECRET_WORDS = ("key", "secret", "password", "auth", "credential", "cookie", "session", "signature")
 
 
-def request_manifest(material: Mapping[str, Any]) -> Manifest:
-    """The manifest of `request_material` (costs a few dozen microseconds: made on misses only)."""
-    agent = material["agent"]
+def request_manifest(material: Mapping[str, Any], agent_json: bytes | None = None) -> Manifest:
+    """The manifest of `request_material` (costs a few dozen microseconds: made on misses only). `agent_json`: the
+    canonical JSON of `material["agent"]`, if known: the agent's items are then worked out once per configuration."""
+    agent_items = _AGENT_ITEMS.get(agent_json) if agent_json is not None else None
+    if agent_items is None:
+        agent_items = _agent_items(material["agent"])
+        if agent_json is not None:
+            if len(_AGENT_ITEMS) >= 64:  # agents configured per request: forget, do not grow without bound
+                _AGENT_ITEMS.clear()
+            _AGENT_ITEMS[agent_json] = agent_items
+    items = dict(agent_items)
+    items["prompt"] = _digest(material["prompt"])
+    items["key_extra"] = _digest(material["extra"])
+    if "deferred_tool_requests" in material:
+        items["deferred tool requests"] = _digest(material["deferred_tool_requests"])
+    return {"items": items, "messages": [f"{message_kind(m)} {_digest(m)}" for m in material["history"]]}
+
+
+_AGENT_ITEMS: dict[bytes, dict[str, str]] = {}
+"""The agent's items by the canonical JSON they were worked out from (the same JSON: the same items)."""
+
+
+def _agent_items(agent: Mapping[str, Any]) -> dict[str, str]:
     items: dict[str, str] = {}
     model = agent["model"]
     items["model"] = model.model_id if isinstance(model, Model) else str(model)
@@ -61,11 +81,7 @@ def request_manifest(material: Mapping[str, Any]) -> Manifest:
                 _toolset_items(items, toolset)
         else:
             items[f"{name} (run argument)"] = _digest(value)
-    items["prompt"] = _digest(material["prompt"])
-    items["key_extra"] = _digest(material["extra"])
-    if "deferred_tool_requests" in material:
-        items["deferred tool requests"] = _digest(material["deferred_tool_requests"])
-    return {"items": items, "messages": [f"{message_kind(m)} {_digest(m)}" for m in material["history"]]}
+    return items
 
 
 def message_kind(message: Any) -> str:

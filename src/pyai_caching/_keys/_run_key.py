@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._agent import RUN_KWARGS_NOT_IN_KEY, digest_of, format_key, request_material
+from ._agent import RUN_KWARGS_NOT_IN_KEY, format_key, request_material
 from ._canonical import UnkeyableError, canonical_json
 
 __all__ = ("RunKey", "agent_json", "digest_of_parts", "rest_json")
@@ -31,6 +31,8 @@ class RunKey:
     key_extra: Any
     material: dict[str, Any] | None = None
     """What the key is made of (`request_material`), once made."""
+    agent_json: bytes | None = None
+    """`agent_json(material)`, when `derive` made it (a guess was asked for)."""
     _rest: bytes = b""
     _guessed: tuple[bytes, str] | None = None
     """(the agent's material the guess was made from, the key guessed)"""
@@ -64,12 +66,13 @@ class RunKey:
         guessed = self._guessed
         if guessed is None or self.material is None:
             self.material = self._material()
-        if not self._remember:
-            return format_key(namespace, task_name, digest_of(self.material))
         agent = agent_json(self.material)
         if guessed is not None and guessed[0] == agent:  # (remembered already)
+            self.agent_json = guessed[0]  # (the object remembered: its hash is worked out once)
             return guessed[1]
-        _remember_agent_json(self.agent, self.run_kwargs, agent)
+        self.agent_json = agent
+        if self._remember:
+            _remember_agent_json(self.agent, self.run_kwargs, agent)
         rest = self._rest if guessed is not None else rest_json(self.material)
         return format_key(namespace, task_name, digest_of_parts(agent, rest))
 
