@@ -1,22 +1,20 @@
 """Per-request retries: a failed model request is sent again, never the run around it.
 
-Each request of a run the cache makes goes through a `RetryingModel`, which retries that one request with the
-call's backoff (tools that already ran do not run again, paid requests are not sent again) and records every
-response that came back, so the run is priced even when a later request fails. Where nothing can route a request
-around the run's model (`direct_model`), the run is given that model wrapped (`model=`); otherwise the
-`RequestRetries` capability wraps whichever model serves each request, through its `get_wrapper_model` hook
-(before PydanticAI 2.62: `before_model_request`).
+`RequestRetries` is a PydanticAI capability added to each run the cache makes. Through its
+`get_wrapper_model` hook (before PydanticAI 2.62: `before_model_request`) it wraps whichever
+model serves each request in a `RetryingModel`, which retries that one request with the call's backoff (tools that already ran do not run
+again, paid requests are not sent again) and records every response that came back, so the
+run is priced even when a later request fails.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from pydantic_ai import Agent
 from pydantic_ai import capabilities as _capabilities
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.exceptions import ModelAPIError
@@ -33,15 +31,7 @@ from pydantic_ai.settings import ModelSettings
 from ._retry import Backoff, Budget, call_with_backoff
 from ._stream_recording import Recording, record_events
 
-__all__ = (
-    "Attempts",
-    "RequestRetries",
-    "RetryingModel",
-    "direct_model",
-    "has_model_fallback",
-    "leaf_capabilities",
-    "processes_events",
-)
+__all__ = ("Attempts", "RequestRetries", "RetryingModel", "has_model_fallback", "leaf_capabilities", "processes_events")
 
 T = TypeVar("T")
 
@@ -166,58 +156,6 @@ class RequestRetries(AbstractCapability[Any]):
         if not _HAS_WRAPPER_HOOK and not _is_retrying(request_context.model):  # PydanticAI 2.58 to 2.61
             request_context.model = RetryingModel(request_context.model, self.attempts)
         return request_context
-
-
-def direct_model(agent: Any, run_kwargs: Mapping[str, Any]) -> Model | None:
-    """The model that serves every request of this run, when nothing between the run and it can route, wrap or
-    replace it; else None (the run then gets `RequestRetries`).
-
-    Passed to the run as `model=RetryingModel(model, ...)`, it is wrapped exactly as `RequestRetries` would wrap it,
-    without the price of a run capability (PydanticAI combines and sorts a run's capabilities anew for every run:
-    about 0.3 ms). So only for a plain `Agent` that is not entered, instrumented or overridden, whose model is a
-    `Model` serving its own requests (no wrapper: instrumentation, fallbacks, durable execution), whose capabilities
-    are only PydanticAI's defaults (which never touch the model), called with no argument that could add one.
-    """
-    if type(agent) is not Agent or not _DIRECT_ARGUMENTS.issuperset(k for k, v in run_kwargs.items() if v is not None):
-        return None
-    model = run_kwargs.get("model") or agent.model
-    if not isinstance(model, Model) or isinstance(model, WrapperModel):
-        return None
-    try:
-        override = agent._override_model.get()  # pyright: ignore[reportPrivateUsage]
-        instrument = agent._instrument if agent._instrument is not None else Agent._instrument_default  # pyright: ignore[reportPrivateUsage]
-        entered = agent._entered_count  # pyright: ignore[reportPrivateUsage]
-    except AttributeError:  # another PydanticAI than the ones this was checked against
-        return None
-    if override is not None or instrument or entered:
-        return None
-    if not all(_qualified(type(c)) in _NEUTRAL_CAPABILITIES for c in leaf_capabilities(agent, [])):
-        return None
-    return model
-
-
-_DIRECT_ARGUMENTS = frozenset(
-    {
-        "output_type", "message_history", "deferred_tool_results", "conversation_id", "run_id", "model",
-        "instructions", "deps", "model_settings", "usage_limits", "usage", "metadata", "infer_name", "toolsets",
-        "event_stream_handler", "timeout", "retries", "cancellation_token",
-    }
-)  # fmt: skip
-"""`agent.run` arguments that cannot bring a capability or another model into the run (`capabilities=`, `spec=`,
-`workspace=`, `conversation=` and any argument added later can)."""
-
-_NEUTRAL_CAPABILITIES = frozenset(
-    {
-        "pydantic_ai.capabilities._pending_messages.PendingMessageDrainCapability",
-        "pydantic_ai.capabilities._tool_search.ToolSearch",
-    }
-)
-"""PydanticAI's default capabilities (every `Agent` has them): they read and add to a request, never change or wrap
-its model. Checked by their full names, so a renamed or moved one counts as unknown."""
-
-
-def _qualified(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _is_retrying(model: Model) -> bool:

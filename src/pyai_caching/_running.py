@@ -14,13 +14,7 @@ from pydantic_ai import messages as _messages
 from pydantic_ai import usage as _usage
 
 from ._accounting import account_failure, count_failure
-from ._attempts import (
-    Attempts,
-    RequestRetries,
-    RetryingModel,
-    direct_model,
-    has_model_fallback,
-)
+from ._attempts import Attempts, RequestRetries, has_model_fallback
 from ._caching_model import MARK
 from ._codec import CachedRun, StreamRecord
 from ._events import recording_handler
@@ -59,11 +53,7 @@ async def run_agent(call: RunCall, cache: Cache, namespace: str) -> CachedRun[An
 
 
 def kwargs_with_retries(call: RunCall, attempts: Attempts) -> dict[str, Any]:
-    """The run's keyword arguments, with each request retried under `attempts`: by its model wrapped in advance
-    where nothing can route around it (`direct_model`), else by a capability wrapping whichever model serves it."""
-    model = direct_model(call.agent, call.run_kwargs)
-    if model is not None:
-        return {**call.run_kwargs, "model": RetryingModel(model, attempts)}
+    """The run's keyword arguments, with the capability retrying each request under `attempts`."""
     run_capabilities = list(call.run_kwargs.get("capabilities") or ())
     if has_model_fallback(call.agent, run_capabilities):  # with one, failures go to the fallback models at once
         attempts.retry = False
