@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pydantic_ai import Agent
+from pydantic_ai import Agent, RunContext
 from pydantic_ai.exceptions import ModelHTTPError
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.models.test import TestModel
 from pydantic_ai.usage import RequestUsage
 
 from pyai_caching import DEFAULT_COSTS, ExpenseEvent, MemoryStore, UsageLimitExceeded, cached_agent_run, get_stats
@@ -210,3 +211,59 @@ async def test_a_stream_failing_part_way_counts_as_a_failed_attempt() -> None:
         )
     assert sent == [1]
     assert [(e.failed, e.failed_attempts) for e in events.events] == [(True, 1)]
+
+
+async def test_the_run_s_own_code_sees_the_agent_s_model_not_the_retrying_wrapper() -> None:
+    """Retries wrap the model serving each request only: tools, instructions and validators see the agent's own
+    model (a type check in them sends the request the run would send without the cache)."""
+    model = TestModel(custom_output_text="ok", call_tools=["look"])
+    agent = Agent(model)
+    seen: list[tuple[str, bool]] = []
+
+    @agent.instructions
+    def by_model(ctx: RunContext[Any]) -> str:
+        seen.append(("instructions", ctx.model is model))
+        return "Answer as TestModel." if isinstance(ctx.model, TestModel) else "Answer generically."
+
+    @agent.tool
+    def look(ctx: RunContext[Any]) -> str:
+        seen.append(("tool", ctx.model is model))
+        return "looked"
+
+    @agent.output_validator
+    def check(ctx: RunContext[Any], output: str) -> str:
+        seen.append(("validator", ctx.model is model))
+        return output
+
+    result = await cached_agent_run(agent, "hi", "own-model", store=MemoryStore())
+    assert seen and all(same for _, same in seen), seen
+    assert {kind for kind, _ in seen} == {"instructions", "tool", "validator"}
+    assert result.all_messages()[0].instructions == "Answer as TestModel."
+
+
+async def test_a_cached_call_made_from_a_tool_with_its_run_s_model_hits_on_the_next_run() -> None:
+    """A sub-agent called from a tool with `model=ctx.model` is keyed by that model, the same on every run."""
+    sub_calls: list[int] = []
+
+    def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        if messages[0].parts[-1].content == "summarise":  # type: ignore[union-attr]
+            sub_calls.append(1)
+            return ModelResponse(parts=[TextPart("summary")])
+        if not any(isinstance(p, ToolReturnPart) for m in messages for p in m.parts):
+            return ModelResponse(parts=[ToolCallPart("summarise", {})])
+        return ModelResponse(parts=[TextPart("done")])
+
+    agent: Agent[Any, str] = Agent(FunctionModel(respond, model_name="gpt-4o-mini"))
+    sub: Agent[Any, str] = Agent()
+    sub_store = MemoryStore()
+    cached: list[bool] = []
+
+    @agent.tool
+    async def summarise(ctx: RunContext[Any]) -> str:
+        result = await cached_agent_run(sub, "summarise", "sub", model=ctx.model, store=sub_store)
+        cached.append(result.cached)
+        return result.output
+
+    for question in ("first", "second", "third"):
+        await cached_agent_run(agent, question, "outer", store=MemoryStore())
+    assert cached == [False, True, True] and len(sub_calls) == 1
