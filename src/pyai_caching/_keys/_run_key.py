@@ -32,7 +32,7 @@ class RunKey:
     material: dict[str, Any] | None = None
     """What the key is made of (`request_material`), once made."""
     agent_json: bytes | None = None
-    """`agent_json(material)`, when `derive` made it (a guess was asked for)."""
+    """`agent_json(material)`, once `derive` has made it (the manifest's agent items are memoised by it)."""
     _rest: bytes = b""
     _guessed: tuple[bytes, str] | None = None
     """(the agent's material the guess was made from, the key guessed)"""
